@@ -1,0 +1,97 @@
+/* The training-step engine behind one SAE: the contract both backends (CPU, CUDA) implement.
+ *
+ * One backend instance owns one SAE's parameters and optimizer state in its own memory
+ * (host for cpu, device for cuda). The host driver feeds the same batch to several instances
+ * for a sweep; a data-parallel run will reduce gradients between backward and update (the
+ * split of train_step into those two halves is internal to each backend, see step order).
+ *
+ * Step order (train_step), identical on both backends:
+ *   1. dead mask D from since_fired (state before this step); dead_frac = |D|/n
+ *   2. u = x - b_dec; pre = u W_enc^T + b_enc                 (enc_forward)
+ *   3. gsae: gate = |g W_dec^T|                                (gate_forward)
+ *   4. selection: topk/gsae -> select_topk(k); batchtopk/matryoshka -> select_batch(B*k),
+ *      theta = min_kept if theta < 0 else theta_ema*theta + (1-theta_ema)*min_kept
+ *   5. mean, den = loss_center(x)
+ *   6. xhat_g = decode(limit = m_g) for each prefix (one prefix = n unless matryoshka);
+ *      recon = (1/G) sum_g |x - xhat_g|^2 / den; dY[j] = sum_{g>=j} 2/(G den) (xhat_g - x)
+ *   7. AuxK if aux_alpha > 0 and |D| > 0: k_aux = min(aux_k, |D|); row top-k_aux of
+ *      relu(pre) restricted to D; e = x - xhat_full (constant); ehat = decode(no bias);
+ *      auxk = |e - ehat|^2 / den; dY_aux = 2 aux_alpha / den (ehat - e)
+ *   8. backward over the groups {main (G bands), aux (1 band)}; dec_grad_project;
+ *      grad_norm = sqrt(grad_sqnorm); gscale = grad_clip > 0 && norm > clip ? clip/norm : 1
+ *   9. adam_t += 1; adam_step(step_size, bc2_sqrt from adam_t, gscale); renorm W_dec
+ *  10. featstats_update with the main code (gate for gsae)
+ * Metrics: loss = recon + aux_alpha * auxk; fvu = |x - xhat_full|^2 / den; l0 = entries/B;
+ * gw_* when g != NULL (any arch: the gradient-weighted error of SPEC/issue 4).
+ *
+ * Inference rule (eval_batch, encode): topk -> row top-k on a; gsae -> gated top-k when g is
+ * given, plain top-k on a otherwise; batchtopk/matryoshka -> a > theta (batch top-k while
+ * theta < 0). */
+#ifndef BACKEND_H
+#define BACKEND_H
+
+#include <stdint.h>
+
+#include "sae_types.h"
+
+typedef struct sae_backend sae_backend;
+
+struct sae_backend {
+    const char *name; /* "cpu" or "cuda" */
+    sae_hparams hp;
+    int max_B;        /* largest batch train_step / eval_batch / encode accept */
+
+    void (*free)(sae_backend *be);
+    /* Host <-> backend copies of the parameters and of the resumable state. Host arrays are
+     * caller-allocated with the shapes of sae_params / sae_state. */
+    void (*set_params)(sae_backend *be, const sae_params *host);
+    void (*get_params)(sae_backend *be, sae_params *host);
+    void (*set_state)(sae_backend *be, const sae_state *host);
+    void (*get_state)(sae_backend *be, sae_state *host);
+
+    /* One training step on B <= max_B tokens (host memory). g may be NULL unless arch is
+     * gsae. k is this step's k (k annealing). step is the 0-based global step number. */
+    void (*train_step)(sae_backend *be,
+                       const float *x, // (B, d)
+                       const float *g, // (B, d) or NULL
+                       int B, int k, float lr, int64_t step,
+                       sae_metrics *out);
+
+    /* Forward pass with the inference rule; adds this batch's sums (fvu_num, fvu_den, gw_num,
+     * gw_den, l0 * B as a sum in l0, tokens) into acc. The caller derives the ratios. */
+    void (*eval_batch)(sae_backend *be,
+                       const float *x, // (B, d)
+                       const float *g, // (B, d) or NULL
+                       int B, int k,
+                       sae_metrics *acc);
+
+    /* Inference codes for statistics, as a host CSR. Returns the number of entries needed;
+     * lat/val/gate_val are written only when that is <= cap (row_ptr always). gate_val gets
+     * |W_dec g| of each entry for gsae with g given (may be NULL). */
+    int64_t (*encode)(sae_backend *be,
+                      const float *x, // (B, d)
+                      const float *g, // (B, d) or NULL
+                      int B, int k, int64_t cap,
+                      int *row_ptr,     // (B + 1)
+                      int *lat,         // (cap)
+                      float *val,       // (cap)
+                      float *gate_val); // (cap) or NULL
+
+    void *impl;
+};
+
+/* CPU backend: OpenMP over the batch with `threads` threads (0 = all cores). */
+sae_backend *backend_cpu_new(const sae_hparams *hp, int max_B, int threads);
+
+/* CUDA backend on `device`. Returns NULL and writes a one-line reason to why (size len)
+ * when no usable GPU is present. Defined only in CUDA and emulated-CUDA builds. */
+sae_backend *backend_cuda_new(const sae_hparams *hp, int max_B, int device, char *why, int len);
+
+/* Host-side helpers for the sae_params / sae_state shapes (all arrays zeroed;
+ * theta = -1, last_fired_step = -1). */
+void sae_params_alloc(sae_params *p, int d, int n);
+void sae_params_free(sae_params *p);
+void sae_state_alloc(sae_state *s, int d, int n);
+void sae_state_free(sae_state *s);
+
+#endif
