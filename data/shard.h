@@ -50,4 +50,9 @@ float shard_bf16_to_f32(uint16_t h);
 uint16_t shard_f32_to_f16(float f);
 uint16_t shard_f32_to_bf16(float f);
 
+/* HDF5 is not thread-safe (hdf5-serial): every HDF5 call in the process goes between these
+ * (recursive mutex; the first lock also silences HDF5's own error-stack printing). */
+void shard_hdf5_lock(void);
+void shard_hdf5_unlock(void);
+
 #endif
