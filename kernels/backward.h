@@ -42,4 +42,24 @@ void backward_cpu(const float *u,            // (B, d) x - b_dec
                   const sae_bwd_group *groups, int n_groups,
                   sae_grads *out);
 
+/* Scratch of the CPU backward (the (latent, token) pair sort), so a backend can allocate it once.
+ * backward_cpu allocates one per call; backward_cpu_ws uses the caller's (cap_entries >= the
+ * total entries of all groups, padding included). */
+typedef struct sae_bwd_scratch {
+    int n;
+    int64_t cap_entries;
+    int *start;  // (n + 1) pair range of each latent
+    int *cursor; // (n) fill position per latent
+    int *pair;   // (3 * cap_entries) token, entry, group per pair
+} sae_bwd_scratch;
+
+void bwd_scratch_init(sae_bwd_scratch *ws, int n, int64_t cap_entries);
+void bwd_scratch_free(sae_bwd_scratch *ws);
+void backward_cpu_ws(const float *u,            // (B, d) x - b_dec
+                     const sae_params *p,
+                     int B, int d, int n,
+                     const sae_bwd_group *groups, int n_groups,
+                     sae_grads *out,
+                     sae_bwd_scratch *ws);
+
 #endif

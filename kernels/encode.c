@@ -1,0 +1,64 @@
+/* Encoder forward, CPU twin of encode.cu: the step's one dense GEMM (OpenBLAS) and the g-SAE gate GEMM. */
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stddef.h>
+
+#include "encode.h"
+
+/* C (B, n) = A (B, d) W^T + beta C, split over OpenMP threads in row blocks, each a single-threaded
+ * OpenBLAS call. OpenBLAS's own pthread pool would keep spinning after the GEMM and starve the
+ * OpenMP phases that follow on a small machine; row blocks also keep each value's arithmetic
+ * independent of the thread count. */
+static void gemm_rows(const float *A, const float *W, int B, int d, int n, float beta, float *C)
+{
+    int saved = openblas_get_num_threads();
+    if (saved != 1)
+        openblas_set_num_threads(1);
+#pragma omp parallel
+    {
+        int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        int per = (B + nt - 1) / nt;
+        per = (per + 15) / 16 * 16;
+        int b0 = t * per, b1 = b0 + per < B ? b0 + per : B;
+        if (b1 > b0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b1 - b0, n, d,
+                        1.0f, A + (size_t)b0 * d, d, W, d, beta, C + (size_t)b0 * n, n);
+    }
+    if (saved != 1)
+        openblas_set_num_threads(saved);
+}
+
+void enc_forward_cpu(const float *x,     // (B, d)
+                     const float *W_enc, // (n, d)
+                     const float *b_enc, // (n)
+                     const float *b_dec, // (d)
+                     int B, int d, int n,
+                     float *u,           // (B, d) out
+                     float *pre)         // (B, n) out
+{
+    /* pre starts as the broadcast bias so the GEMM adds into it (beta = 1): no extra pass after. */
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+        const float *xb = x + (size_t)b * d;
+        float *ub = u + (size_t)b * d;
+        for (int j = 0; j < d; j++)
+            ub[j] = xb[j] - b_dec[j];
+        float *pb = pre + (size_t)b * n;
+        for (int i = 0; i < n; i++)
+            pb[i] = b_enc[i];
+    }
+    gemm_rows(u, W_enc, B, d, n, 1.0f, pre);
+}
+
+void gate_forward_cpu(const float *g,     // (B, d)
+                      const float *W_dec, // (n, d)
+                      int B, int d, int n,
+                      float *gate)        // (B, n) out
+{
+    gemm_rows(g, W_dec, B, d, n, 0.0f, gate);
+    size_t total = (size_t)B * (size_t)n;
+#pragma omp parallel for schedule(static)
+    for (size_t t = 0; t < total; t++)
+        gate[t] = fabsf(gate[t]);
+}
