@@ -1,0 +1,406 @@
+/* Batch-wide selection on the device (CUDA twins of select_batch_cpu / select_threshold_cpu).
+ *
+ * Batch top-k is a multi-block radix select over the keys (bit patterns) of all B*n values
+ * relu(pre) > 0: for each digit (11 + 10 + 10 bits) many blocks build shared-memory histograms
+ * of the keys that still match the chosen prefix and merge them into one global histogram with
+ * atomics; a one-block kernel scans it, picks the digit holding the K-th largest key and updates
+ * the selection state in device memory (later kernels read it, so the host never syncs). Then:
+ * per-row counts of keys above the threshold and equal to it, a one-block scan over the rows
+ * (equal keys are kept in flat-index order: row b keeps those whose rank, counting the equal keys
+ * of rows < b first, is below `need`), and a per-row compaction in ascending latent order. */
+#include "bselect.cuh"
+
+#include "select_common.cuh"
+#include "sf_check.h"
+
+#define BSEL_THREADS 256    /* histogram / count / compaction blocks */
+#define BSEL_SCAN_THREADS 1024
+
+/* Selection state, in the workspace. Keep rule: key != 0 && key >= lo, or key == teq among the
+ * first `need` such keys in flat-index order. */
+typedef struct bsel_state {
+    unsigned kk;     /* keys still to take inside the current prefix */
+    unsigned prefix; /* digits chosen so far */
+    unsigned lo, teq, need;
+    unsigned done;   /* the rule is final */
+    unsigned minkey; /* smallest key >= lo (count kernel) */
+    unsigned pad;
+} bsel_state;
+
+#define BSEL_OFF_HIST 256
+#define BSEL_OFF_ROWS (BSEL_OFF_HIST + SEL_BINS * 4)
+
+static size_t bsel_round(size_t x) { return (x + 255) & ~(size_t)255; }
+
+extern "C" size_t bselect_workspace_bytes(int B, int n)
+{
+    (void)n;
+    return BSEL_OFF_ROWS + 2 * bsel_round((size_t)(B > 0 ? B : 0) * sizeof(unsigned));
+}
+
+static __global__ void bsel_init_kernel(bsel_state *st, unsigned *hist, unsigned K)
+{
+    if (threadIdx.x == 0) {
+        st->kk = K;
+        st->prefix = 0;
+        st->lo = K ? 1u : 0xffffffffu; /* K == 0 keeps nothing */
+        st->teq = 0;
+        st->need = 0;
+        st->done = K ? 0u : 1u;
+        st->minkey = 0xffffffffu;
+        st->pad = 0;
+    }
+    for (int i = threadIdx.x; i < SEL_BINS; i += blockDim.x)
+        hist[i] = 0;
+}
+
+static __device__ inline void bsel_hist_add(unsigned *hist, float x, int p, unsigned prefix)
+{
+    const int shift = sel_shift(p), hs = shift + sel_width(p);
+    const unsigned key = __float_as_uint(sel_relu(x));
+    if (key && (key >> hs) == (prefix >> hs))
+        atomicAdd(&hist[(key >> shift) & ((1u << sel_width(p)) - 1u)], 1u);
+}
+
+/* Histogram of digit p of the keys matching the current prefix, over the flat array. */
+static __global__ void bsel_hist_kernel(const float *pre, long long N, int vec,
+                                        const bsel_state *st, unsigned *ghist, int p)
+{
+    __shared__ unsigned hist[SEL_BINS];
+    if (st->done)
+        return; /* the same for every thread of the grid */
+    const unsigned prefix = st->prefix;
+    for (int i = threadIdx.x; i < SEL_BINS; i += blockDim.x)
+        hist[i] = 0;
+    __syncthreads();
+    const long long stride = (long long)gridDim.x * blockDim.x;
+    const long long t0 = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (vec) {
+        const float4 *p4 = (const float4 *)pre;
+        for (long long q = t0; q < N / 4; q += stride) {
+            const float4 v = p4[q];
+            bsel_hist_add(hist, v.x, p, prefix);
+            bsel_hist_add(hist, v.y, p, prefix);
+            bsel_hist_add(hist, v.z, p, prefix);
+            bsel_hist_add(hist, v.w, p, prefix);
+        }
+    } else {
+        for (long long q = t0; q < N; q += stride)
+            bsel_hist_add(hist, pre[q], p, prefix);
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < SEL_BINS; i += blockDim.x)
+        if (hist[i])
+            atomicAdd(&ghist[i], hist[i]);
+}
+
+/* One block: pick digit p, update the state, clear the histogram for the next pass. */
+static __global__ void bsel_pick_kernel(unsigned *ghist, bsel_state *st, int p)
+{
+    __shared__ unsigned ws[32];
+    __shared__ unsigned sh[4];
+    if (st->done)
+        return; /* read by every thread before thread 0 can change it (barriers in between) */
+    const unsigned kk0 = st->kk;
+    const int shift = sel_shift(p);
+    sel_pick(ghist, 1 << sel_width(p), kk0, ws, sh);
+    if (threadIdx.x == 0) {
+        if (p == 0 && sh[2] <= kk0) { /* at most K positive values: keep them all */
+            st->lo = 1;
+            st->done = 1;
+        } else {
+            const unsigned kk = kk0 - sh[1];
+            const unsigned prefix = st->prefix | (sh[0] << shift);
+            st->kk = kk;
+            st->prefix = prefix;
+            if (sh[3] == kk) { /* the whole bucket is kept */
+                st->lo = prefix;
+                st->done = 1;
+            } else if (p == 2) {
+                st->lo = prefix + 1;
+                st->teq = prefix;
+                st->need = kk;
+                st->done = 1;
+            }
+        }
+    }
+    for (int i = threadIdx.x; i < SEL_BINS; i += blockDim.x)
+        ghist[i] = 0; /* every read of ghist finished before sel_pick's last barrier */
+}
+
+/* Per row: keys >= lo, keys == teq, and the smallest key >= lo (into st->minkey). */
+static __global__ void bsel_count_kernel(const float *pre, int n, int vec, bsel_state *st,
+                                         unsigned *row_gt, unsigned *row_eq)
+{
+    __shared__ unsigned ws[32];
+    __shared__ unsigned smin;
+    const unsigned lo = st->lo, teq = st->teq, need = st->need;
+    const float *prow = pre + (size_t)blockIdx.x * n;
+    if (threadIdx.x == 0)
+        smin = 0xffffffffu;
+    unsigned g = 0, e = 0, mn = 0xffffffffu;
+    for (int i = 4 * threadIdx.x; i < n; i += 4 * blockDim.x) {
+        float s[4];
+        sel_load4(prow, NULL, 0.0f, NULL, n, i, vec != 0, s);
+        for (int j = 0; j < 4; j++) {
+            const unsigned key = __float_as_uint(s[j]);
+            if (key != 0 && key >= lo) {
+                g++;
+                mn = key < mn ? key : mn;
+            }
+            e += (need != 0 && key == teq);
+        }
+    }
+    __syncthreads();
+    if (mn != 0xffffffffu)
+        atomicMin(&smin, mn);
+    unsigned G, E;
+    sel_block_scan(g, ws, &G);
+    sel_block_scan(e, ws, &E);
+    if (threadIdx.x == 0) {
+        row_gt[blockIdx.x] = G;
+        row_eq[blockIdx.x] = E;
+        if (smin != 0xffffffffu)
+            atomicMin(&st->minkey, smin);
+    }
+}
+
+/* One block over the B rows (each thread a contiguous run): eq counts -> equal keys of earlier
+ * rows (in place), row counts -> row_ptr, min_kept, padding of lat/val. */
+static __global__ void bsel_scan_kernel(const bsel_state *st, int B, const unsigned *row_gt,
+                                        unsigned *row_eq, int *row_ptr, int *lat, float *val,
+                                        long long K, float *min_kept)
+{
+    __shared__ unsigned ws[32];
+    const unsigned need = st->need;
+    const int per = (B + (int)blockDim.x - 1) / (int)blockDim.x;
+    const int r0 = (int)threadIdx.x * per;
+    const int r1 = r0 + per < B ? r0 + per : B;
+    unsigned e = 0;
+    for (int r = r0; r < r1; r++)
+        e += row_eq[r];
+    unsigned tot;
+    unsigned eb = sel_block_scan(e, ws, &tot);
+    unsigned c = 0;
+    for (int r = r0; r < r1; r++) {
+        const unsigned er = row_eq[r];
+        const unsigned keq = need > eb ? (need - eb < er ? need - eb : er) : 0u;
+        row_eq[r] = eb;
+        eb += er;
+        const unsigned cnt = row_gt[r] + keq;
+        row_ptr[r] = (int)cnt;
+        c += cnt;
+    }
+    unsigned total;
+    unsigned off = sel_block_scan(c, ws, &total);
+    for (int r = r0; r < r1; r++) {
+        const unsigned cnt = (unsigned)row_ptr[r];
+        row_ptr[r] = (int)off;
+        off += cnt;
+    }
+    if (threadIdx.x == 0) {
+        row_ptr[B] = (int)total;
+        *min_kept = total == 0 ? 0.0f : __uint_as_float(need ? st->teq : st->minkey);
+    }
+    for (long long q = (long long)total + threadIdx.x; q < K; q += blockDim.x) {
+        lat[q] = -1;
+        val[q] = 0.0f;
+    }
+}
+
+/* Per row: write the kept entries in ascending latent order at row_ptr[b]. */
+static __global__ void bsel_compact_kernel(const float *pre, int n, int vec, const bsel_state *st,
+                                           const int *row_ptr, const unsigned *eq_before,
+                                           int *lat, float *val)
+{
+    __shared__ unsigned ws[32];
+    const int b = blockIdx.x;
+    const int start = row_ptr[b], cnt = row_ptr[b + 1] - start;
+    if (cnt == 0)
+        return;
+    const unsigned lo = st->lo, teq = st->teq, need = st->need;
+    const float *prow = pre + (size_t)b * n;
+    const unsigned eb = eq_before[b];
+    const unsigned keq0 = eb < need ? eb : need; /* equal keys kept by earlier rows */
+    const int tile = 4 * (int)blockDim.x;
+    unsigned run_gt = 0, run_eq = eb;
+    for (int base = 0; base < n; base += tile) {
+        const int i = base + 4 * (int)threadIdx.x;
+        float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        if (i < n)
+            sel_load4(prow, NULL, 0.0f, NULL, n, i, vec != 0, s);
+        unsigned g = 0, e = 0;
+        for (int j = 0; j < 4; j++) {
+            const unsigned key = __float_as_uint(s[j]);
+            g += (key != 0 && key >= lo);
+            e += (need != 0 && key == teq);
+        }
+        unsigned total;
+        const unsigned ex = sel_block_scan((g << 16) | e, ws, &total);
+        unsigned eq_rank = run_eq + (ex & 0xffffu);
+        unsigned pos = (unsigned)start + run_gt + (ex >> 16) + (eq_rank < need ? eq_rank : need) - keq0;
+        for (int j = 0; j < 4; j++) {
+            const unsigned key = __float_as_uint(s[j]);
+            bool keep = key != 0 && key >= lo;
+            if (!keep && need != 0 && key == teq) {
+                keep = eq_rank < need;
+                eq_rank++;
+            }
+            if (keep) {
+                lat[pos] = i + j;
+                val[pos] = s[j];
+                pos++;
+            }
+        }
+        run_gt += total >> 16;
+        run_eq += total & 0xffffu;
+        if (run_gt + (run_eq < need ? run_eq : need) - keq0 >= (unsigned)cnt)
+            break; /* uniform: the row is complete */
+    }
+}
+
+extern "C" void bselect_cuda(const float *pre, int B, int n, int64_t K, int *row_ptr, int *lat,
+                             float *val, float *min_kept, void *workspace, cudaStream_t stream)
+{
+    SF_CHECK(B >= 0 && n >= 0 && K >= 0);
+    SF_CHECK((long long)B * n < (1ll << 31));
+    SF_CHECK(workspace != NULL && sel_aligned16(workspace));
+    if (B == 0) {
+        CUDA_CHECK(cudaMemsetAsync(row_ptr, 0, sizeof(int), stream));
+        CUDA_CHECK(cudaMemsetAsync(min_kept, 0, sizeof(float), stream));
+        return;
+    }
+    const long long N = (long long)B * n;
+    const long long Kc = K < N ? K : N;
+    char *w = (char *)workspace;
+    bsel_state *st = (bsel_state *)w;
+    unsigned *hist = (unsigned *)(w + BSEL_OFF_HIST);
+    unsigned *row_gt = (unsigned *)(w + BSEL_OFF_ROWS);
+    unsigned *row_eq = row_gt + bsel_round((size_t)B * sizeof(unsigned)) / sizeof(unsigned);
+
+    const bool vflat = N % 4 == 0 && sel_aligned16(pre);
+    const bool vrow = n % 4 == 0 && sel_aligned16(pre);
+    const sel_devinfo di = sel_device_info();
+    long long blocks = (N + BSEL_THREADS * 16 - 1) / (BSEL_THREADS * 16);
+    if (blocks > (long long)di.sms * 8)
+        blocks = (long long)di.sms * 8;
+    if (blocks < 1)
+        blocks = 1;
+
+    SF_LAUNCH(bsel_init_kernel, 1, 256, 0, stream, st, hist, (unsigned)Kc);
+    for (int p = 0; p < 3; p++) {
+        SF_LAUNCH(bsel_hist_kernel, (int)blocks, BSEL_THREADS, 0, stream, pre, N, (int)vflat,
+                  (const bsel_state *)st, hist, p);
+        SF_LAUNCH(bsel_pick_kernel, 1, BSEL_SCAN_THREADS, 0, stream, hist, st, p);
+    }
+    SF_LAUNCH(bsel_count_kernel, B, BSEL_THREADS, 0, stream, pre, n, (int)vrow, st, row_gt, row_eq);
+    SF_LAUNCH(bsel_scan_kernel, 1, BSEL_SCAN_THREADS, 0, stream, (const bsel_state *)st, B,
+              (const unsigned *)row_gt, row_eq, row_ptr, lat, val, (long long)K, min_kept);
+    SF_LAUNCH(bsel_compact_kernel, B, BSEL_THREADS, 0, stream, pre, n, (int)vrow,
+              (const bsel_state *)st, (const int *)row_ptr, (const unsigned *)row_eq, lat, val);
+}
+
+/* ---- threshold rule ------------------------------------------------------------------------ */
+
+static __device__ inline void thr_load4(const float *prow, int n, int i, bool vec, float a[4])
+{
+    if (vec) {
+        const float4 v = *(const float4 *)(prow + i);
+        a[0] = v.x; a[1] = v.y; a[2] = v.z; a[3] = v.w;
+    } else {
+        for (int j = 0; j < 4; j++)
+            a[j] = i + j < n ? prow[i + j] : 0.0f;
+    }
+    for (int j = 0; j < 4; j++)
+        a[j] = sel_relu(a[j]);
+}
+
+static __global__ void thr_count_kernel(const float *pre, int n, int vec, float theta, int *row_ptr)
+{
+    __shared__ unsigned ws[32];
+    const float *prow = pre + (size_t)blockIdx.x * n;
+    unsigned c = 0;
+    for (int i = 4 * threadIdx.x; i < n; i += 4 * blockDim.x) {
+        float a[4];
+        thr_load4(prow, n, i, vec != 0, a);
+        for (int j = 0; j < 4; j++)
+            c += (i + j < n && a[j] > 0.0f && a[j] > theta);
+    }
+    unsigned total;
+    sel_block_scan(c, ws, &total);
+    if (threadIdx.x == 0)
+        row_ptr[blockIdx.x] = (int)total;
+}
+
+/* One block: row counts -> exclusive offsets in place, row_ptr[B] = total. */
+static __global__ void thr_scan_kernel(int *row_ptr, int B)
+{
+    __shared__ unsigned ws[32];
+    const int per = (B + (int)blockDim.x - 1) / (int)blockDim.x;
+    const int r0 = (int)threadIdx.x * per;
+    const int r1 = r0 + per < B ? r0 + per : B;
+    unsigned c = 0;
+    for (int r = r0; r < r1; r++)
+        c += (unsigned)row_ptr[r];
+    unsigned total;
+    unsigned off = sel_block_scan(c, ws, &total);
+    for (int r = r0; r < r1; r++) {
+        const unsigned cnt = (unsigned)row_ptr[r];
+        row_ptr[r] = (int)off;
+        off += cnt;
+    }
+    if (threadIdx.x == 0)
+        row_ptr[B] = (int)total;
+}
+
+static __global__ void thr_compact_kernel(const float *pre, int n, int vec, float theta,
+                                          const int *row_ptr, int B, long long cap, int *lat,
+                                          float *val)
+{
+    __shared__ unsigned ws[32];
+    if ((long long)row_ptr[B] > cap)
+        return; /* the caller only learns the size it needs */
+    const int b = blockIdx.x;
+    const int start = row_ptr[b], cnt = row_ptr[b + 1] - start;
+    const float *prow = pre + (size_t)b * n;
+    const int tile = 4 * (int)blockDim.x;
+    unsigned run = 0;
+    for (int base = 0; base < n && run < (unsigned)cnt; base += tile) {
+        const int i = base + 4 * (int)threadIdx.x;
+        float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        bool keep[4] = {false, false, false, false};
+        unsigned c = 0;
+        if (i < n) {
+            thr_load4(prow, n, i, vec != 0, a);
+            for (int j = 0; j < 4; j++) {
+                keep[j] = i + j < n && a[j] > 0.0f && a[j] > theta;
+                c += keep[j];
+            }
+        }
+        unsigned total;
+        unsigned pos = (unsigned)start + run + sel_block_scan(c, ws, &total);
+        for (int j = 0; j < 4; j++)
+            if (keep[j]) {
+                lat[pos] = i + j;
+                val[pos] = a[j];
+                pos++;
+            }
+        run += total;
+    }
+}
+
+extern "C" void select_threshold_cuda(const float *pre, float theta, int B, int n, int64_t cap,
+                                      int *row_ptr, int *lat, float *val, cudaStream_t stream)
+{
+    SF_CHECK(B >= 0 && n >= 0 && cap >= 0);
+    SF_CHECK((long long)B * n < (1ll << 31));
+    if (B == 0) {
+        CUDA_CHECK(cudaMemsetAsync(row_ptr, 0, sizeof(int), stream));
+        return;
+    }
+    const bool vrow = n % 4 == 0 && sel_aligned16(pre);
+    SF_LAUNCH(thr_count_kernel, B, BSEL_THREADS, 0, stream, pre, n, (int)vrow, theta, row_ptr);
+    SF_LAUNCH(thr_scan_kernel, 1, BSEL_SCAN_THREADS, 0, stream, row_ptr, B);
+    SF_LAUNCH(thr_compact_kernel, B, BSEL_THREADS, 0, stream, pre, n, (int)vrow, theta,
+              (const int *)row_ptr, B, (long long)cap, lat, val);
+}
