@@ -36,4 +36,8 @@ int ckpt_find_latest(const char *run_dir, char *path, int len, sf_err *err);
  * on input (m->d, m->n, m->arch); fills p, s (allocated by caller) and the rest of m. */
 int ckpt_load(const char *ckpt_dir, sae_params *p, sae_state *s, ckpt_meta *m, sf_err *err);
 
+/* Reads only what a checkpoint dir describes (d, n, arch, step, tokens_seen, input_scale,
+ * elapsed_s) into m (other fields zeroed), so callers can allocate before ckpt_load. */
+int ckpt_peek(const char *ckpt_dir, ckpt_meta *m, sf_err *err);
+
 #endif
