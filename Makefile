@@ -35,6 +35,7 @@ TEST_BIN    := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%) $(GPU_TEST_SRC:tests/%.c=$
 TEST_HELPERS := $(wildcard tests/helpers/*.c)
 TEST_HELPER_OBJ := $(TEST_HELPERS:%.c=$(BUILD)/%.o)
 
+.SECONDARY:
 .PHONY: all run test test-unit test-gpu test-asan test-tsan cuda deps bench clean
 all: $(BUILD)/saeforge
 

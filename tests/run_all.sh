@@ -18,7 +18,7 @@ for t in "$@"; do
     if [ $rc -ne 0 ] || [ -z "$syn" ]; then
         [ "$nf" -gt 0 ] || nf=1
         bad_suites="$bad_suites $name"
-        grep -v '^\[----\]' "$log" | tail -n 40
+        grep -E 'FAIL|Assert|----\]   [^ ]|CRASH|rror' "$log" | tail -n 40
     fi
     passed=$((passed + p)); failed=$((failed + nf))
 done
