@@ -9,7 +9,6 @@ int cmd_inspect(int argc, char **argv); /* host/inspect.c  */
 int cmd_compare(int argc, char **argv); /* host/compare.c  */
 int cmd_stats(int argc, char **argv);   /* host/stats.c    */
 int cmd_export(int argc, char **argv);  /* host/export.c   */
-int cmd_submit(int argc, char **argv);  /* host/submit.c   */
 
 /* Prints "saeforge: <msg>" on stderr and returns code (for `return cli_error(2, ...)`). */
 int cli_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
