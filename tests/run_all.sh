@@ -1,6 +1,8 @@
 #!/bin/sh
 # Runs every Criterion suite given, sums their results, and prints one closing line.
 build=$1; shift
+# As host/main.c does for the binary: suites calling the CPU backend directly must not spin.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 passed=0; failed=0; bad_suites=""
 # Emulated-CUDA suites (emu_*) run once per schedule order in SF_EMU_SCHEDULES, so a kernel
 # whose result depends on thread order fails.
