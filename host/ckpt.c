@@ -335,28 +335,46 @@ int ckpt_find_latest(const char *run_dir, char *path, int len, sf_err *err)
         sf_fail(err, SF_EINPUT, "cannot read %s: %s; check permissions", ckdir, strerror(errno));
         return -SF_EINPUT;
     }
-    int found = 0;
+    /* Skip notices are held back: printed only when an older checkpoint is used, so that a
+     * run with no usable checkpoint reports it in one line (err) rather than several. */
+    int found = 0, damaged = 0;
+    char *notes = NULL, first[5200] = "";
+    size_t notes_len = 0;
     for (int i = 0; i < n && !found; i++) {
-        char full[4096], why[1100];
+        char full[4096], why[1100], line[5300];
         if (path_join(full, sizeof full, ckdir, v[i].name, NULL))
             continue;
-        if (!v[i].done) {
-            fprintf(stderr, "saeforge: checkpoint %s is damaged (no DONE marker: the save did not "
-                            "finish); skipping it\n", full);
-            continue;
-        }
-        if (check_ckpt_dir(full, why, sizeof why)) {
-            fprintf(stderr, "saeforge: checkpoint %s is damaged (%s); skipping it\n", full, why);
+        if (!v[i].done)
+            snprintf(why, sizeof why, "no DONE marker: the save did not finish");
+        else if (!check_ckpt_dir(full, why, sizeof why))
+            why[0] = 0;
+        if (why[0]) {
+            int l = snprintf(line, sizeof line, "saeforge: checkpoint %s is damaged (%s); skipping it\n",
+                             full, why);
+            char *grown = realloc(notes, notes_len + (size_t)l + 1);
+            if (grown) {
+                notes = grown;
+                memcpy(notes + notes_len, line, (size_t)l + 1);
+                notes_len += (size_t)l;
+            }
+            if (!damaged++)
+                snprintf(first, sizeof first, "%s (%s)", v[i].name, why);
             continue;
         }
         if ((int)strlen(full) >= len) {
             sf_fail(err, SF_EINPUT, "checkpoint path %s is too long", full);
+            free(notes);
             free(v);
             return -SF_EINPUT;
         }
         snprintf(path, (size_t)len, "%s", full);
         found = 1;
     }
+    if (found && notes)
+        fputs(notes, stderr);
+    else if (damaged)
+        sf_fail(err, SF_EINPUT, "%d damaged checkpoint(s), the newest %s", damaged, first);
+    free(notes);
     free(v);
     return found;
 }

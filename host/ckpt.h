@@ -29,7 +29,8 @@ int ckpt_save(const char *run_dir, const sae_params *p, const sae_state *s, cons
 
 /* Finds the newest complete checkpoint dir. Returns 1 and fills path if found, 0 if none,
  * SF_EINPUT-coded negative (-SF_EINPUT) only for an unreadable run dir. Damaged or incomplete
- * ones (no DONE, unreadable safetensors) are reported on stderr with one line and skipped. */
+ * ones (no DONE, unreadable safetensors) are skipped: reported on stderr with one line each when
+ * an older one is used; when none is usable (0 returned) err describes them instead. */
 int ckpt_find_latest(const char *run_dir, char *path, int len, sf_err *err);
 
 /* Loads a checkpoint dir, checking d, n and arch against the caller's (expected) values in m

@@ -52,8 +52,10 @@ typedef struct train_ctx {
     sae_state s;
     ckpt_meta meta;
     int64_t total_steps;
-    float *x, *g;
+    float *x, *g;   /* owned batch buffers (NULL when the backend lends its own) */
+    float *bx, *bg; /* the buffers batches are read into: x, g or the backend's */
     char run_dir[SF_PATH_MAX];
+    int created_dir; /* run_dir did not exist before this run made it */
 } train_ctx;
 
 static void usage(FILE *f)
@@ -182,7 +184,7 @@ static int estimate_scale(train_ctx *t, float *scale, sf_err *err)
     double sum = 0;
     int64_t rows = 0;
     for (int b = 0; b < NORM_BATCHES && rows < t->train_rows; b++) {
-        int got = shard_stream_next(st, t->x, NULL, err);
+        int got = shard_stream_next(st, t->bx, NULL, err);
         if (got < 0) {
             shard_stream_free(st);
             return err->code ? err->code : SF_EINPUT;
@@ -190,7 +192,7 @@ static int estimate_scale(train_ctx *t, float *scale, sf_err *err)
         for (int r = 0; r < got; r++) {
             double ss = 0;
             for (int j = 0; j < t->d; j++)
-                ss += (double)t->x[(size_t)r * t->d + j] * t->x[(size_t)r * t->d + j];
+                ss += (double)t->bx[(size_t)r * t->d + j] * t->bx[(size_t)r * t->d + j];
             sum += sqrt(ss);
         }
         rows += got;
@@ -214,14 +216,14 @@ static int evaluate(train_ctx *t, sae_metrics *acc, int k, sf_err *err)
     if (rc)
         return rc;
     for (;;) {
-        int got = shard_stream_next(st, t->x, want_g ? t->g : NULL, err);
+        int got = shard_stream_next(st, t->bx, want_g ? t->bg : NULL, err);
         if (got < 0) {
             shard_stream_free(st);
             return err->code ? err->code : SF_EINPUT;
         }
         if (got == 0)
             break;
-        t->be->eval_batch(t->be, t->x, want_g ? t->g : NULL, got, k, acc);
+        t->be->eval_batch(t->be, t->bx, want_g ? t->bg : NULL, got, k, acc);
     }
     shard_stream_free(st);
     acc->fvu = acc->fvu_den > 0 ? acc->fvu_num / acc->fvu_den : NAN;
@@ -310,10 +312,12 @@ static int run(train_ctx *t, int resume, sf_err *err)
             fprintf(stderr, "saeforge: resuming from %s (step %lld)\n", ck,
                     (long long)t->meta.step);
         } else if (has_step_dirs(t->run_dir)) {
+            char why[sizeof err->msg];
+            snprintf(why, sizeof why, "%s", err->code ? err->msg : "every one is incomplete");
             return sf_fail(err, SF_EINPUT,
-                           "%s/checkpoints: no usable checkpoint (every one is damaged or "
-                           "incomplete, see above); remove them to start over",
-                           t->run_dir);
+                           "%s/checkpoints: no usable checkpoint to resume from (%s); remove "
+                           "the damaged step_* dirs or the run dir to start over",
+                           t->run_dir, why);
         } else {
             fprintf(stderr, "saeforge: no checkpoint in %s; starting a new run\n", t->run_dir);
         }
@@ -323,12 +327,16 @@ static int run(train_ctx *t, int resume, sf_err *err)
     if (!t->be)
         return sf_fail(err, SF_EINPUT, "%s: backend: %s", c->source, why);
 
-    if ((rc = fs_mkdirs(t->run_dir, err)))
-        return rc;
-    char path[SF_PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/config.yaml", t->run_dir);
-    if ((rc = config_write(c, path, err)))
-        return rc;
+    if (t->be->input_buffer) { /* read batches straight into the backend's (pinned) buffers */
+        free(t->x);
+        free(t->g);
+        t->x = t->g = NULL;
+        t->bx = t->be->input_buffer(t->be, 0);
+        t->bg = t->be->input_buffer(t->be, 1);
+    } else {
+        t->bx = t->x;
+        t->bg = t->g;
+    }
 
     int want_g = c->sae.arch == SAE_ARCH_GSAE;
     if (!resumed) {
@@ -342,16 +350,25 @@ static int run(train_ctx *t, int resume, sf_err *err)
         shard_stream *s0;
         if ((rc = shard_stream_init(&s0, &t->set, &sc0, err)))
             return rc;
-        int got = shard_stream_next(s0, t->x, NULL, err);
+        int got = shard_stream_next(s0, t->bx, NULL, err);
         shard_stream_free(s0);
         if (got < 0)
             return err->code ? err->code : SF_EINPUT;
-        sae_init_params(&t->p, t->d, t->n, &rng, t->x, got);
+        sae_init_params(&t->p, t->d, t->n, &rng, t->bx, got);
         memcpy(t->meta.rng, rng.s, sizeof rng.s);
         t->meta.d = t->d;
         t->meta.n = t->n;
         snprintf(t->meta.arch, sizeof t->meta.arch, "%s", config_arch_name(c->sae.arch));
     }
+    /* The run dir is touched only now, after the first reads (bad rows there stop us early);
+     * a dir created here is removed again if bad input stops the run before a checkpoint. */
+    t->created_dir = !fs_exists(t->run_dir);
+    if ((rc = fs_mkdirs(t->run_dir, err)))
+        return rc;
+    char path[SF_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/config.yaml", t->run_dir);
+    if ((rc = config_write(c, path, err)))
+        return rc;
     t->be->set_params(t->be, &t->p);
     t->be->set_state(t->be, &t->s);
 
@@ -377,7 +394,7 @@ static int run(train_ctx *t, int resume, sf_err *err)
     sae_metrics mt;
     memset(&mt, 0, sizeof mt);
     for (int64_t step = t->meta.step; step < t->total_steps; step++) {
-        int got = shard_stream_next(st, t->x, want_g ? t->g : NULL, err);
+        int got = shard_stream_next(st, t->bx, want_g ? t->bg : NULL, err);
         if (got <= 0) {
             rc = got < 0 ? (err->code ? err->code : SF_EINPUT)
                          : sf_fail(err, SF_EFAIL, "data stream ended unexpectedly at step %lld",
@@ -386,7 +403,7 @@ static int run(train_ctx *t, int resume, sf_err *err)
         }
         float lr = sched_lr(c, step, t->total_steps);
         int k = sched_k(c, step);
-        t->be->train_step(t->be, t->x, want_g ? t->g : NULL, got, k, lr, step, &mt);
+        t->be->train_step(t->be, t->bx, want_g ? t->bg : NULL, got, k, lr, step, &mt);
         if (!isfinite(mt.loss)) {
             rc = sf_fail(err, SF_EFAIL,
                          "training diverged at step %lld (loss is %g); lower train.lr or set "
@@ -462,7 +479,11 @@ static int run(train_ctx *t, int resume, sf_err *err)
            ev.l0, 100.0 * dead / t->n);
     if (ev.gw_err >= 0)
         printf("  gradient-weighted error %.4f", ev.gw_err);
-    printf("\nresults: %s/final (SAELens layout), %s/stats, %s/metrics.jsonl\n", t->run_dir,
+    printf("\n");
+    if (t->meta.skipped_rows > 0)
+        printf("skipped %lld rows with NaN/Inf values (data.bad_rows: skip)\n",
+               (long long)t->meta.skipped_rows);
+    printf("results: %s/final (SAELens layout), %s/stats, %s/metrics.jsonl\n", t->run_dir,
            t->run_dir, t->run_dir);
     return SF_OK;
 }
@@ -525,6 +546,8 @@ int cmd_train(int argc, char **argv)
         rc = run(t, resume, &err);
     if (rc)
         cli_error(rc == SF_EINPUT ? 2 : 1, "%s", err.msg);
+    if (rc == SF_EINPUT && t->created_dir && !has_step_dirs(t->run_dir))
+        fs_remove_tree(t->run_dir); /* nothing worth keeping; lets the fixed config run again */
     ctx_free(t);
     free(t);
     free(sets);
