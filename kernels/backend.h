@@ -77,6 +77,11 @@ struct sae_backend {
                       float *val,       // (cap)
                       float *gate_val); // (cap) or NULL
 
+    /* Optional (NULL when the backend has none): host buffers of (max_B, d) floats that the
+     * driver may fill with the next batch (which = 0 for x, 1 for g). The CUDA backend hands out
+     * its pinned staging buffers, so train_step skips a host copy and DMAs straight from them. */
+    float *(*input_buffer)(sae_backend *be, int which);
+
     void *impl;
 };
 

@@ -174,15 +174,23 @@ static void upload(cuda_impl *c, const float *x, const float *g, int B)
     const size_t bytes = (size_t)B * c->d * sizeof(float);
     /* the previous step's copies have finished: every step ends with a sync of cs after its
      * kernels consumed x and g, so the staging buffers and device inputs are free */
-    memcpy(c->h_x, x, bytes);
+    if (x != c->h_x) /* the driver filled our pinned buffer itself: nothing to stage */
+        memcpy(c->h_x, x, bytes);
     CUDA_CHECK(cudaMemcpyAsync(c->x, c->h_x, bytes, cudaMemcpyHostToDevice, c->xs));
     CUDA_CHECK(cudaEventRecord(c->ev_x, c->xs));
     if (g) {
-        memcpy(c->h_g, g, bytes);
+        if (g != c->h_g)
+            memcpy(c->h_g, g, bytes);
         CUDA_CHECK(cudaMemcpyAsync(c->g, c->h_g, bytes, cudaMemcpyHostToDevice, c->xs));
         CUDA_CHECK(cudaEventRecord(c->ev_g, c->xs));
     }
     CUDA_CHECK(cudaStreamWaitEvent(c->cs, c->ev_x, 0));
+}
+
+static float *cu_input_buffer(sae_backend *be, int which)
+{
+    cuda_impl *c = impl_of(be);
+    return which ? c->h_g : c->h_x;
 }
 
 static void wait_g(cuda_impl *c) { CUDA_CHECK(cudaStreamWaitEvent(c->cs, c->ev_g, 0)); }
@@ -721,6 +729,7 @@ extern "C" sae_backend *backend_cuda_new(const sae_hparams *hp, int max_B, int d
     be->set_state = cu_set_state;
     be->get_state = cu_get_state;
     be->train_step = cu_train_step;
+    be->input_buffer = cu_input_buffer;
     be->eval_batch = cu_eval_batch;
     be->encode = cu_encode;
     be->impl = c;
