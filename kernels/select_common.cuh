@@ -11,31 +11,13 @@
 #include <stdint.h>
 
 #include "cuda_compat.h"
+#include "devutil.cuh" /* sf_fmul/sf_fadd: scores without FMA contraction, as the CPU twin */
 
 #define SEL_BINS 2048 /* histogram bins: enough for the widest (11-bit) digit */
 
 /* Radix pass p (0, 1, 2) looks at bits [sel_shift(p), sel_shift(p) + sel_width(p)). */
 static __host__ __device__ inline int sel_shift(int p) { return p == 0 ? 20 : p == 1 ? 10 : 0; }
 static __host__ __device__ inline int sel_width(int p) { return p == 0 ? 11 : 10; }
-
-/* Exact IEEE products and sums: nvcc would otherwise contract a*(1+beta*g) into FMAs and the
- * scores (hence near-tie selections) would differ from the CPU twin's. */
-static __device__ inline float sel_mul(float a, float b)
-{
-#ifdef __CUDA_ARCH__
-    return __fmul_rn(a, b);
-#else
-    return a * b;
-#endif
-}
-static __device__ inline float sel_add(float a, float b)
-{
-#ifdef __CUDA_ARCH__
-    return __fadd_rn(a, b);
-#else
-    return a + b;
-#endif
-}
 
 static __device__ inline float sel_relu(float p) { return p > 0.0f ? p : 0.0f; }
 
@@ -44,7 +26,7 @@ static __device__ inline float sel_relu(float p) { return p > 0.0f ? p : 0.0f; }
 static __device__ inline float sel_score(float p, float g, bool has_gate, float beta, bool ok)
 {
     const float a = sel_relu(p);
-    const float s = has_gate ? sel_mul(a, sel_add(1.0f, sel_mul(beta, g))) : a;
+    const float s = has_gate ? sf_fmul(a, sf_fadd(1.0f, sf_fmul(beta, g))) : a;
     return (ok && s > 0.0f) ? s : 0.0f;
 }
 
