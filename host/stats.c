@@ -43,7 +43,7 @@ static void table_build(feat_table *t, const sae_state *s, int n, int64_t tokens
         t->mean_act[i] = c > 0 ? s->act_sum[i] / (double)c : 0.0;
         if (with_gate)
             t->mean_gate[i] = c > 0 ? s->gate_sum[i] / (double)c : 0.0;
-        t->dead[i] = c == 0 || s->since_fired[i] >= dead_tokens;
+        t->dead[i] = (uint8_t)stats_latent_dead(s, i, dead_tokens);
     }
 }
 

@@ -14,4 +14,11 @@
 int stats_write(const char *dir, const sae_state *s, int n, int64_t tokens, int64_t dead_tokens,
                 int with_gate, const sae_metrics *eval, sf_err *err);
 
+/* The one definition of a dead latent in the run's outputs: never fired, or silent for
+ * dead_tokens tokens. */
+static inline int stats_latent_dead(const sae_state *s, int i, int64_t dead_tokens)
+{
+    return s->fire_count[i] == 0 || s->since_fired[i] >= dead_tokens;
+}
+
 #endif

@@ -470,7 +470,7 @@ static int run(train_ctx *t, int resume, sf_err *err)
         return rc;
     int dead = 0;
     for (int i = 0; i < t->n; i++)
-        dead += t->s.since_fired[i] >= c->sae.dead_tokens || t->s.fire_count[i] == 0;
+        dead += stats_latent_dead(&t->s, i, c->sae.dead_tokens);
     printf("trained %s SAE: d=%d n=%d k=%d, %lld steps, %lld tokens in %.1f s (%.0f tokens/s)\n",
            config_arch_name(c->sae.arch), t->d, t->n, c->sae.k, (long long)t->meta.step,
            (long long)t->meta.tokens_seen, t->meta.elapsed_s,
