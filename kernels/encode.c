@@ -8,8 +8,11 @@
 
 /* C (B, n) = A (B, d) W^T + beta C, split over OpenMP threads in row blocks, each a single-threaded
  * OpenBLAS call. OpenBLAS's own pthread pool would keep spinning after the GEMM and starve the
- * OpenMP phases that follow on a small machine; row blocks also keep each value's arithmetic
- * independent of the thread count. */
+ * OpenMP phases that follow on a small machine. Row blocks start at multiples of 96 rows so
+ * every value's arithmetic is independent of the thread count: OpenBLAS tiles rows by its
+ * kernel's unroll (16 on SkylakeX, 24 on Haswell/Zen), and a block boundary inside a tile
+ * changes which kernel computes those rows (seen on Zen with 16-row quanta). */
+#define GEMM_ROW_QUANTUM 96
 static void gemm_rows(const float *A, const float *W, int B, int d, int n, float beta, float *C)
 {
     int saved = openblas_get_num_threads();
@@ -19,7 +22,7 @@ static void gemm_rows(const float *A, const float *W, int B, int d, int n, float
     {
         int nt = omp_get_num_threads(), t = omp_get_thread_num();
         int per = (B + nt - 1) / nt;
-        per = (per + 15) / 16 * 16;
+        per = (per + GEMM_ROW_QUANTUM - 1) / GEMM_ROW_QUANTUM * GEMM_ROW_QUANTUM;
         int b0 = t * per, b1 = b0 + per < B ? b0 + per : B;
         if (b1 > b0)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b1 - b0, n, d,
