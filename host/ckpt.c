@@ -9,6 +9,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,10 +17,57 @@
 #include <unistd.h>
 
 #include "../kernels/sf_check.h"
+#include "crc32c.h"
 #include "fsutil.h"
 #include "safetensors.h"
 
 #define CKPT_FORMAT "saeforge-checkpoint-1"
+#define CRC_KEY "payload_crc32c"
+
+static int cmp_tensor_name(const void *a, const void *b)
+{
+    return strcmp((*(const st_tensor *const *)a)->name, (*(const st_tensor *const *)b)->name);
+}
+
+/* CRC32C over every tensor's bytes, tensors taken in name order, so the value does not depend
+ * on how a writer lays the payload out. Stored in the file's metadata under CRC_KEY. */
+static uint32_t payload_crc(const st_tensor *t, int n)
+{
+    const st_tensor **order = malloc(sizeof *order * (size_t)(n > 0 ? n : 1));
+    SF_CHECK(order != NULL);
+    for (int i = 0; i < n; i++)
+        order[i] = &t[i];
+    qsort(order, (size_t)n, sizeof *order, cmp_tensor_name);
+    uint32_t c = 0;
+    for (int i = 0; i < n; i++) {
+        c = crc32c_update(c, order[i]->name, strlen(order[i]->name) + 1);
+        c = crc32c_update(c, order[i]->data, order[i]->nbytes);
+    }
+    free(order);
+    return c;
+}
+
+static void writer_add_crc(st_writer *w)
+{
+    char buf[16];
+    snprintf(buf, sizeof buf, "%08x", payload_crc(w->t, w->n));
+    st_writer_meta(w, CRC_KEY, buf);
+}
+
+/* 0 when f carries no checksum (checkpoints of earlier versions) or it matches. */
+static int verify_crc(const st_file *f, char *why, size_t why_len)
+{
+    const char *want = st_get_meta(f, CRC_KEY);
+    if (!want)
+        return 0;
+    char got[16];
+    snprintf(got, sizeof got, "%08x", payload_crc(f->t, f->n));
+    if (!strcmp(got, want))
+        return 0;
+    snprintf(why, why_len, "%s: payload checksum %s does not match the recorded %.8s: the file "
+             "was altered or corrupted after it was written", f->path, got, want);
+    return -1;
+}
 
 static int path_join(char *out, size_t cap, const char *a, const char *b, sf_err *err)
 {
@@ -67,6 +115,7 @@ static int write_sae(const char *dir, const sae_params *p, const ckpt_meta *m, s
     st_writer_meta(&w, "n", buf);
     snprintf(buf, sizeof buf, "%" PRId64, m->step);
     st_writer_meta(&w, "step", buf);
+    writer_add_crc(&w);
     rc = st_writer_commit(&w, path, err);
     st_writer_free(&w);
     return rc;
@@ -121,6 +170,7 @@ static int write_state(const char *dir, const sae_state *s, const ckpt_meta *m, 
     st_writer_meta(&w, "step", buf);
     snprintf(buf, sizeof buf, "%" PRId64, m->tokens_seen);
     st_writer_meta(&w, "tokens_seen", buf);
+    writer_add_crc(&w);
     rc = st_writer_commit(&w, path, err);
     st_writer_free(&w);
     return rc;
@@ -214,11 +264,27 @@ static void prune(const char *ckdir, int keep)
     free(v);
 }
 
+/* Puts the complete dir tmp in place as final in one step. A checkpoint of the same step
+ * already there (re-saved after a resume) is swapped out atomically (RENAME_EXCHANGE), so at
+ * every instant step_<N> names one complete checkpoint or nothing. */
+static int install_dir(const char *tmp, const char *final, sf_err *err)
+{
+    if (rename(tmp, final) == 0)
+        return SF_OK;
+    if ((errno == ENOTEMPTY || errno == EEXIST) &&
+        renameat2(AT_FDCWD, tmp, AT_FDCWD, final, RENAME_EXCHANGE) == 0) {
+        fs_remove_tree(tmp); /* now holds the replaced checkpoint */
+        return SF_OK;
+    }
+    return sf_fail(err, SF_EFAIL, "cannot rename %s to %s: %s; check the disk and permissions",
+                   tmp, final, strerror(errno));
+}
+
 int ckpt_save(const char *run_dir, const sae_params *p, const sae_state *s, const ckpt_meta *m,
               int keep, sf_err *err)
 {
     SF_CHECK(p && s && m && m->d > 0 && m->n > 0);
-    char ckdir[4096], name[128], tmp[4096], final[4096], old[4096], done[4200];
+    char ckdir[4096], name[128], tmp[4096], final[4096], done[4200];
     int rc = path_join(ckdir, sizeof ckdir, run_dir, "checkpoints", err);
     if (rc)
         return rc;
@@ -230,53 +296,26 @@ int ckpt_save(const char *run_dir, const sae_params *p, const sae_state *s, cons
     snprintf(name, sizeof name, "step_%" PRId64, m->step);
     if ((rc = path_join(final, sizeof final, ckdir, name, err)))
         return rc;
-    snprintf(name, sizeof name, ".old_step_%" PRId64 ".%ld", m->step, (long)getpid());
-    if ((rc = path_join(old, sizeof old, ckdir, name, err)))
-        return rc;
 
     if (fs_exists(tmp))
         fs_remove_tree(tmp);
     if ((rc = fs_mkdirs(tmp, err)))
         return rc;
-    if ((rc = write_sae(tmp, p, m, err)) || (rc = write_state(tmp, s, m, err)) ||
-        (rc = fs_fsync_dir(tmp, err)))
-        goto fail;
-
-    /* A checkpoint of the same step already there (re-saved after a resume): move it aside
-     * so the rename below can take its name, and drop it only once the new one is in place. */
-    int had_old = 0;
-    if (fs_exists(final)) {
-        if (rename(final, old) != 0) {
-            rc = sf_fail(err, SF_EFAIL, "cannot replace checkpoint %s: %s; check permissions",
-                         final, strerror(errno));
-            goto fail;
-        }
-        had_old = 1;
-    }
-    if (rename(tmp, final) != 0) {
-        rc = sf_fail(err, SF_EFAIL, "cannot rename %s to %s: %s; check the disk and permissions",
-                     tmp, final, strerror(errno));
-        if (had_old)
-            rename(old, final);
-        goto fail;
-    }
-    if ((rc = fs_fsync_dir(ckdir, err)))
-        goto fail_final;
+    /* Everything, DONE included, is written and fsynced under the temp name first: a crash at
+     * any point leaves either the previous checkpoints untouched or this one whole. */
     char body[96];
     int blen = snprintf(body, sizeof body, "step %" PRId64 "\n", m->step);
-    snprintf(done, sizeof done, "%s/DONE", final);
-    if ((rc = fs_write_atomic(done, body, (size_t)blen, err)))
-        goto fail_final;
-    if (had_old)
-        fs_remove_tree(old);
+    snprintf(done, sizeof done, "%s/DONE", tmp);
+    if ((rc = write_sae(tmp, p, m, err)) || (rc = write_state(tmp, s, m, err)) ||
+        (rc = fs_write_atomic(done, body, (size_t)blen, err)) || (rc = fs_fsync_dir(tmp, err)))
+        goto fail;
+    if ((rc = install_dir(tmp, final, err)))
+        goto fail;
+    if ((rc = fs_fsync_dir(ckdir, err)))
+        return rc;
     prune(ckdir, keep);
     return SF_OK;
 
-fail_final:
-    /* without DONE the renamed dir would be reported as damaged on every resume */
-    fs_remove_tree(final);
-    fs_fsync_dir(ckdir, NULL);
-    return rc ? rc : SF_EFAIL;
 fail:
     fs_remove_tree(tmp);
     return rc ? rc : SF_EFAIL;
@@ -296,6 +335,10 @@ static int check_ckpt_dir(const char *dir, char *why, size_t why_len)
         snprintf(why, why_len, "%s", e.msg);
         return -1;
     }
+    if (verify_crc(&f, why, why_len)) {
+        st_file_free(&f);
+        return -1;
+    }
     for (size_t i = 0; i < sizeof need_sae / sizeof *need_sae; i++)
         if (!st_get(&f, need_sae[i])) {
             snprintf(why, why_len, "sae.safetensors has no tensor %s", need_sae[i]);
@@ -305,6 +348,10 @@ static int check_ckpt_dir(const char *dir, char *why, size_t why_len)
     st_file_free(&f);
     if (path_join(path, sizeof path, dir, "state.safetensors", &e) || st_read(path, &f, &e)) {
         snprintf(why, why_len, "%s", e.msg);
+        return -1;
+    }
+    if (verify_crc(&f, why, why_len)) {
+        st_file_free(&f);
         return -1;
     }
     for (size_t i = 0; i < sizeof need_state / sizeof *need_state; i++)
@@ -323,8 +370,11 @@ int ckpt_find_latest(const char *run_dir, char *path, int len, sf_err *err)
     int rc = path_join(ckdir, sizeof ckdir, run_dir, "checkpoints", err);
     if (rc)
         return -rc;
+    if (!fs_exists(run_dir)) /* killed before the run dir was made: nothing to resume */
+        return 0;
     if (!fs_is_dir(run_dir)) {
-        sf_fail(err, SF_EINPUT, "run directory %s does not exist or is not a directory", run_dir);
+        sf_fail(err, SF_EINPUT, "out_dir %s exists but is not a directory; choose another out_dir",
+                run_dir);
         return -SF_EINPUT;
     }
     if (!fs_exists(ckdir))
@@ -335,51 +385,49 @@ int ckpt_find_latest(const char *run_dir, char *path, int len, sf_err *err)
         sf_fail(err, SF_EINPUT, "cannot read %s: %s; check permissions", ckdir, strerror(errno));
         return -SF_EINPUT;
     }
-    /* Skip notices are held back: printed only when an older checkpoint is used, so that a
-     * run with no usable checkpoint reports it in one line (err) rather than several. */
-    int found = 0, damaged = 0;
-    char *notes = NULL, first[5200] = "";
-    size_t notes_len = 0;
+    int found = 0;
     for (int i = 0; i < n && !found; i++) {
-        char full[4096], why[1100], line[5300];
+        char full[4096], why[1100];
         if (path_join(full, sizeof full, ckdir, v[i].name, NULL))
             continue;
-        if (!v[i].done)
-            snprintf(why, sizeof why, "no DONE marker: the save did not finish");
-        else if (!check_ckpt_dir(full, why, sizeof why))
-            why[0] = 0;
-        if (why[0]) {
-            int l = snprintf(line, sizeof line, "saeforge: checkpoint %s is damaged (%s); skipping it\n",
-                             full, why);
-            char *grown = realloc(notes, notes_len + (size_t)l + 1);
-            if (grown) {
-                notes = grown;
-                memcpy(notes + notes_len, line, (size_t)l + 1);
-                notes_len += (size_t)l;
-            }
-            if (!damaged++)
-                snprintf(first, sizeof first, "%s (%s)", v[i].name, why);
+        if (!v[i].done) {
+            /* Saves now appear only whole, so this is a crashed save of an earlier version. */
+            fprintf(stderr, "saeforge: removing incomplete checkpoint %s (no DONE marker)\n", full);
+            fs_remove_tree(full);
+            continue;
+        }
+        if (check_ckpt_dir(full, why, sizeof why)) {
+            fprintf(stderr, "saeforge: checkpoint %s is damaged (%s); skipping it\n", full, why);
             continue;
         }
         if ((int)strlen(full) >= len) {
-            sf_fail(err, SF_EINPUT, "checkpoint path %s is too long", full);
-            free(notes);
+            sf_fail(err, SF_EINPUT, "checkpoint path %s is too long; use a shorter out_dir", full);
             free(v);
             return -SF_EINPUT;
         }
         snprintf(path, (size_t)len, "%s", full);
         found = 1;
     }
-    if (found && notes)
-        fputs(notes, stderr);
-    else if (damaged)
-        sf_fail(err, SF_EINPUT, "%d damaged checkpoint(s), the newest %s", damaged, first);
-    free(notes);
+    fs_fsync_dir(ckdir, NULL);
     free(v);
     return found;
 }
 
 /* ---- load ------------------------------------------------------------------------------ */
+
+/* st_read plus the payload checksum: a mismatch is an input error like any damaged file. */
+static int read_verified(const char *path, st_file *f, sf_err *err)
+{
+    int rc = st_read(path, f, err);
+    if (rc)
+        return rc;
+    char why[1100];
+    if (verify_crc(f, why, sizeof why)) {
+        st_file_free(f);
+        return sf_fail(err, SF_EINPUT, "%s; resume from an older checkpoint or start over", why);
+    }
+    return SF_OK;
+}
 
 static int get_scalar(const st_file *f, const char *name, st_dtype dt, void *out, sf_err *err)
 {
@@ -411,7 +459,7 @@ int ckpt_peek(const char *ckpt_dir, ckpt_meta *m, sf_err *err)
     if (rc)
         return rc;
     st_file f;
-    if ((rc = st_read(path, &f, err)))
+    if ((rc = read_verified(path, &f, err)))
         return rc;
     const st_tensor *w = st_get(&f, "W_dec");
     if (!w || w->ndim != 2 || w->shape[0] <= 0 || w->shape[1] <= 0 || w->shape[0] > INT32_MAX ||
@@ -428,7 +476,7 @@ int ckpt_peek(const char *ckpt_dir, ckpt_meta *m, sf_err *err)
 
     if ((rc = path_join(path, sizeof path, ckpt_dir, "state.safetensors", err)))
         return rc;
-    if ((rc = st_read(path, &f, err)))
+    if ((rc = read_verified(path, &f, err)))
         return rc;
     rc = get_scalar(&f, "step", ST_I64, &m->step, err);
     if (!rc)
@@ -450,7 +498,7 @@ int ckpt_load(const char *ckpt_dir, sae_params *p, sae_state *s, ckpt_meta *m, s
     if (rc)
         return rc;
     st_file f;
-    if ((rc = st_read(path, &f, err)))
+    if ((rc = read_verified(path, &f, err)))
         return rc;
     const st_tensor *wd = st_get(&f, "W_dec");
     if (wd && wd->ndim == 2 && (wd->shape[0] != n || wd->shape[1] != d)) {
@@ -482,7 +530,7 @@ int ckpt_load(const char *ckpt_dir, sae_params *p, sae_state *s, ckpt_meta *m, s
 
     if ((rc = path_join(path, sizeof path, ckpt_dir, "state.safetensors", err)))
         return rc;
-    if ((rc = st_read(path, &f, err)))
+    if ((rc = read_verified(path, &f, err)))
         return rc;
     int64_t rng[4];
     rc = get_array(&f, "m_W_enc", ST_F32, 2, n, d, s->m_W_enc, err);

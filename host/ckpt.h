@@ -22,15 +22,17 @@ typedef struct ckpt_meta {
     char arch[32];
 } ckpt_meta;
 
-/* Writes step_<m->step> under run_dir/checkpoints: files into a temp dir, each fsynced, the
- * dir renamed, DONE written last; then removes all but the newest `keep` complete ones. */
+/* Writes step_<m->step> under run_dir/checkpoints: both files (each with a CRC32C of its
+ * payload in the metadata) and DONE into a temp dir, fsynced, then one rename (an atomic
+ * exchange when that step exists already) and an fsync of the parent; then removes all but the
+ * newest `keep` complete ones. step_<N> is never visible incomplete. */
 int ckpt_save(const char *run_dir, const sae_params *p, const sae_state *s, const ckpt_meta *m,
               int keep, sf_err *err);
 
-/* Finds the newest complete checkpoint dir. Returns 1 and fills path if found, 0 if none,
- * SF_EINPUT-coded negative (-SF_EINPUT) only for an unreadable run dir. Damaged or incomplete
- * ones (no DONE, unreadable safetensors) are skipped: reported on stderr with one line each when
- * an older one is used; when none is usable (0 returned) err describes them instead. */
+/* Finds the newest complete checkpoint dir. Returns 1 and fills path if found, 0 if none (also
+ * when run_dir does not exist), -SF_EINPUT only when run_dir or its checkpoints cannot be read.
+ * Damaged checkpoints (unreadable files, checksum mismatch) are skipped with one line each on
+ * stderr; leftovers of interrupted saves (temp dirs, step dirs without DONE) are removed. */
 int ckpt_find_latest(const char *run_dir, char *path, int len, sf_err *err);
 
 /* Loads a checkpoint dir, checking d, n and arch against the caller's (expected) values in m

@@ -311,15 +311,11 @@ static int run(train_ctx *t, int resume, sf_err *err)
             resumed = 1;
             fprintf(stderr, "saeforge: resuming from %s (step %lld)\n", ck,
                     (long long)t->meta.step);
-        } else if (has_step_dirs(t->run_dir)) {
-            char why[sizeof err->msg];
-            snprintf(why, sizeof why, "%s", err->code ? err->msg : "every one is incomplete");
-            return sf_fail(err, SF_EINPUT,
-                           "%s/checkpoints: no usable checkpoint to resume from (%s); remove "
-                           "the damaged step_* dirs or the run dir to start over",
-                           t->run_dir, why);
         } else {
-            fprintf(stderr, "saeforge: no checkpoint in %s; starting a new run\n", t->run_dir);
+            /* Nothing usable (never checkpointed, killed early, or every checkpoint damaged):
+             * a requeued job must not need a person, so the run starts over from step 0. */
+            fprintf(stderr, "saeforge: no complete checkpoint in %s; starting the run from the "
+                            "beginning\n", t->run_dir);
         }
     }
 

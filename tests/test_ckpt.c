@@ -204,24 +204,68 @@ Test(ckpt, keeps_newest_and_sorts_numerically)
     fs_remove_tree(run);
 }
 
-Test(ckpt, missing_done_is_skipped_with_message)
+Test(ckpt, step_dir_without_done_is_removed_with_message)
 {
     const char *run = tmpdir();
     save_step(run, 1, 5);
     save_step(run, 2, 5);
-    char done[512], path[1024], buf[4096];
+    char done[512], path[1024], buf[4096], dir[512];
     snprintf(done, sizeof done, "%s/checkpoints/step_2/DONE", run);
-    cr_assert_eq(unlink(done), 0);
+    snprintf(dir, sizeof dir, "%s/checkpoints/step_2", run);
+    cr_assert_eq(unlink(done), 0); /* what a crashed save of an earlier version left */
     cr_assert_eq(find_capture(run, path, sizeof path, buf, sizeof buf), 1);
     cr_assert(strstr(path, "/step_1") != NULL, "%s", path);
-    cr_assert(strstr(buf, "saeforge: checkpoint ") != NULL, "%s", buf);
-    cr_assert(strstr(buf, "step_2 is damaged (") != NULL, "%s", buf);
-    cr_assert(strstr(buf, "; skipping it\n") != NULL, "%s", buf);
+    cr_assert(strstr(buf, "saeforge: removing incomplete checkpoint ") != NULL, "%s", buf);
+    cr_assert(strstr(buf, "step_2 (no DONE marker)\n") != NULL, "%s", buf);
     int lines = 0;
     for (const char *c = buf; *c; c++)
         lines += *c == '\n';
-    cr_assert_eq(lines, 1, "one line per damaged checkpoint: %s", buf);
+    cr_assert_eq(lines, 1, "one line per leftover: %s", buf);
+    cr_assert(!fs_exists(dir), "leftover removed");
     fs_remove_tree(run);
+}
+
+/* Flips one payload byte (DONE stays): the checksum must catch it, find_latest skips it and
+ * ckpt_load refuses it. */
+Test(ckpt, corrupted_payload_fails_checksum)
+{
+    const char *names[] = {"sae.safetensors", "state.safetensors"};
+    for (int w = 0; w < 2; w++) {
+        const char *run = tmpdir();
+        save_step(run, 1, 5);
+        save_step(run, 2, 5);
+        char f[512], path[1024], buf[4096];
+        snprintf(f, sizeof f, "%s/checkpoints/step_2/%s", run, names[w]);
+        FILE *fp = fopen(f, "r+b");
+        cr_assert_not_null(fp);
+        cr_assert_eq(fseek(fp, -3, SEEK_END), 0);
+        int c = fgetc(fp);
+        cr_assert_eq(fseek(fp, -3, SEEK_END), 0);
+        fputc(c ^ 0x10, fp);
+        fclose(fp);
+        cr_assert_eq(find_capture(run, path, sizeof path, buf, sizeof buf), 1);
+        cr_assert(strstr(path, "/step_1") != NULL, "%s", path);
+        cr_assert(strstr(buf, "step_2 is damaged (") && strstr(buf, "checksum"), "%s", buf);
+        cr_assert(strstr(buf, "; skipping it\n") != NULL, "%s", buf);
+
+        sae_params q;
+        sae_state t;
+        ckpt_meta m;
+        sae_params_alloc(&q, D, N);
+        sae_state_alloc(&t, D, N);
+        memset(&m, 0, sizeof m);
+        m.d = D;
+        m.n = N;
+        snprintf(m.arch, sizeof m.arch, "batchtopk");
+        snprintf(path, sizeof path, "%s/checkpoints/step_2", run);
+        sf_err err = {0};
+        cr_assert_eq(ckpt_load(path, &q, &t, &m, &err), SF_EINPUT);
+        cr_assert(strstr(err.msg, "checksum") && strstr(err.msg, names[w]), "%s", err.msg);
+        cr_assert(strchr(err.msg, '\n') == NULL);
+        sae_params_free(&q);
+        sae_state_free(&t);
+        fs_remove_tree(run);
+    }
 }
 
 Test(ckpt, truncated_file_is_skipped_and_tmp_dirs_ignored)
@@ -257,8 +301,14 @@ Test(ckpt, no_checkpoints_and_bad_run_dir)
     cr_assert_eq(ckpt_find_latest(run, path, sizeof path, &err), 0);
     char missing[512];
     snprintf(missing, sizeof missing, "%s/nope", run);
+    /* killed before the run dir existed: nothing to resume, not an error */
+    cr_assert_eq(ckpt_find_latest(missing, path, sizeof path, &err), 0);
+    cr_assert_eq(err.code, 0);
+    FILE *f = fopen(missing, "w");
+    cr_assert_not_null(f);
+    fclose(f);
     cr_assert_eq(ckpt_find_latest(missing, path, sizeof path, &err), -SF_EINPUT);
-    cr_assert(strstr(err.msg, "nope") != NULL);
+    cr_assert(strstr(err.msg, "nope") && strstr(err.msg, "not a directory"), "%s", err.msg);
     fs_remove_tree(run);
 }
 
@@ -343,5 +393,11 @@ Test(ckpt, resave_same_step_replaces_it)
     snprintf(ck, sizeof ck, "%s/checkpoints", run);
     cr_assert_eq(count_entries(ck, "step_"), 1);
     cr_assert_eq(count_entries(ck, ".old_"), 0);
+    cr_assert_eq(count_entries(ck, ".tmp_"), 0);
+    char path[1024], buf[4096], done[1100];
+    cr_assert_eq(find_capture(run, path, sizeof path, buf, sizeof buf), 1);
+    cr_assert_str_eq(buf, "");
+    snprintf(done, sizeof done, "%s/DONE", path);
+    cr_assert(fs_exists(done));
     fs_remove_tree(run);
 }
