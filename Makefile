@@ -10,16 +10,19 @@ PKGS     := hdf5-serial libcyaml openblas
 SANITIZE ?=
 WERROR   ?= -Werror
 
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
-CRIT_LIBS  := $(shell pkg-config --libs criterion 2>/dev/null || echo -lcriterion)
+# Evaluated on first use, not when the Makefile is read: on a fresh machine the packages that
+# pkg-config describes are installed by the $(DEPS_STAMP) prerequisite of the same `make run`.
+lazy = $(eval $1 := $$(shell $2))$($1)
+PKG_CFLAGS = $(call lazy,PKG_CFLAGS,pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(call lazy,PKG_LIBS,pkg-config --libs $(PKGS) 2>/dev/null)
+CRIT_LIBS  = $(call lazy,CRIT_LIBS,pkg-config --libs criterion 2>/dev/null || echo -lcriterion)
 
 OPT      ?= -O2
-COMMON   := $(OPT) -g -fopenmp -Wall -Wextra $(WERROR) -Wno-unused-parameter $(SANITIZE) -MMD -MP -I. $(PKG_CFLAGS)
-CFLAGS   := -std=c11 -D_GNU_SOURCE $(COMMON)
-CXXFLAGS := -std=c++17 -D_GNU_SOURCE $(COMMON)
+COMMON    = $(OPT) -g -fopenmp -Wall -Wextra $(WERROR) -Wno-unused-parameter $(SANITIZE) -MMD -MP -I. $(PKG_CFLAGS)
+CFLAGS    = -std=c11 -D_GNU_SOURCE $(COMMON)
+CXXFLAGS  = -std=c++17 -D_GNU_SOURCE $(COMMON)
 LDFLAGS  := -fopenmp $(SANITIZE)
-LDLIBS   := $(PKG_LIBS) -lpthread -lm
+LDLIBS    = $(PKG_LIBS) -lpthread -lm
 
 # --- sources ---------------------------------------------------------------
 VARIANT_SRC := host/backend_open.c
