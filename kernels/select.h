@@ -29,6 +29,14 @@ int select_batch_cpu(const float *pre,     // (B, n)
                      float *val,           // (K) out
                      float *min_kept);
 
+/* The two paths select_batch_cpu takes, same contract: one pass over pre with a bound sampled
+ * from every (B/256)-th row (returns -1, writing nothing useful, when the bound does not hold:
+ * fewer than K values above it or more than 8K), and the three-pass reference it falls back to. */
+int select_batch_1pass_cpu(const float *pre, int B, int n, int64_t K, // pre (B, n)
+                           int *row_ptr, int *lat, float *val, float *min_kept);
+int select_batch_3pass_cpu(const float *pre, int B, int n, int64_t K, // pre (B, n)
+                           int *row_ptr, int *lat, float *val, float *min_kept);
+
 /* Threshold rule (batchtopk/matryoshka inference): keep latents with relu(pre) > theta.
  * Returns the number of entries the code needs; writes lat/val only if that is <= cap
  * (row_ptr is always written). */

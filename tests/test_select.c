@@ -124,7 +124,11 @@ Test(select, topk_ascending_and_constant_rows)
     }
 }
 
-static void check_batch(int B, int n, int64_t K, int mode, uint64_t seed)
+typedef int (*batch_fn)(const float *, int, int, int64_t, int *, int *, float *, float *);
+
+/* path: 0 select_batch_cpu, 1 the one-pass path (want_1pass: whether its bound must hold),
+ * 2 the three-pass reference. */
+static void check_batch_path(int B, int n, int64_t K, int mode, uint64_t seed, int path, int want_1pass)
 {
     size_t N = (size_t)B * n;
     float *pre = malloc(N * sizeof(float));
@@ -133,7 +137,18 @@ static void check_batch(int B, int n, int64_t K, int mode, uint64_t seed)
     int *lat = malloc((size_t)(K > 0 ? K : 1) * sizeof(int));
     float *val = malloc((size_t)(K > 0 ? K : 1) * sizeof(float));
     float mk = -1.0f;
-    int kept = select_batch_cpu(pre, B, n, K, row_ptr, lat, val, &mk);
+    batch_fn fn = path == 1 ? select_batch_1pass_cpu : path == 2 ? select_batch_3pass_cpu : select_batch_cpu;
+    int kept = fn(pre, B, n, K, row_ptr, lat, val, &mk);
+    if (path == 1) {
+        cr_assert_eq(kept >= 0, want_1pass, "one-pass bound %s (kept %d)", want_1pass ? "must hold" : "must fail", kept);
+        if (kept < 0) {
+            free(pre);
+            free(row_ptr);
+            free(lat);
+            free(val);
+            return;
+        }
+    }
     ref_item *it = malloc(N * sizeof(ref_item));
     size_t m = 0;
     for (size_t t = 0; t < N; t++)
@@ -166,12 +181,71 @@ static void check_batch(int B, int n, int64_t K, int mode, uint64_t seed)
     free(flat);
 }
 
+static void check_batch(int B, int n, int64_t K, int mode, uint64_t seed)
+{
+    check_batch_path(B, n, K, mode, seed, 0, 0);
+    check_batch_path(B, n, K, mode, seed, 2, 0);
+}
+
 Test(select, batch_random) { check_batch(16, 300, 16 * 8, 0, 21); }
 Test(select, batch_ties) { check_batch(16, 200, 16 * 8, 1, 22); }
 Test(select, batch_ties_big) { check_batch(64, 512, 64 * 32, 1, 25); }
 Test(select, batch_fewer_positives) { check_batch(8, 50, 8 * 40, 2, 23); }
 Test(select, batch_none_positive) { check_batch(4, 30, 20, 3, 24); }
 Test(select, batch_k_one) { check_batch(5, 40, 1, 1, 26); }
+
+/* The one-pass path on data where its sampled bound holds, and where it cannot: sampled rows
+ * (every B/256-th) far above the rest (too few candidates), far below them (too many), or with
+ * too few positives for a bound. select_batch_cpu must match the sort reference in every case. */
+Test(select, batch_one_pass_holds)
+{
+    check_batch_path(16, 300, 16 * 8, 0, 41, 1, 1);
+    check_batch_path(300, 257, 300 * 16, 0, 42, 1, 1);
+    check_batch_path(1024, 96, 1024 * 4, 1, 43, 1, 1); /* heavy ties */
+}
+
+static void fill_rows(float *pre, int B, int n, int step, float lo_s, float hi_s, float lo_o, float hi_o)
+{
+    uint32_t r = 99;
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < n; i++) {
+            r = r * 1664525u + 1013904223u;
+            float u = (float)(r >> 8) / 16777216.0f;
+            pre[(size_t)b * n + i] = b % step == 0 ? lo_s + u * (hi_s - lo_s) : lo_o + u * (hi_o - lo_o);
+        }
+}
+
+static void check_rows_case(int B, int n, int64_t K, float lo_s, float hi_s, float lo_o, float hi_o)
+{
+    size_t N = (size_t)B * n;
+    float *pre = malloc(N * sizeof(float));
+    fill_rows(pre, B, n, B / 256, lo_s, hi_s, lo_o, hi_o);
+    int *rp1 = malloc((size_t)(B + 1) * sizeof(int)), *rp3 = malloc((size_t)(B + 1) * sizeof(int));
+    int *l1 = malloc((size_t)K * sizeof(int)), *l3 = malloc((size_t)K * sizeof(int));
+    float *v1 = malloc((size_t)K * sizeof(float)), *v3 = malloc((size_t)K * sizeof(float));
+    float m1, m3;
+    cr_assert_eq(select_batch_1pass_cpu(pre, B, n, K, rp1, l1, v1, &m1), -1, "bound must fail here");
+    int k1 = select_batch_cpu(pre, B, n, K, rp1, l1, v1, &m1);
+    int k3 = select_batch_3pass_cpu(pre, B, n, K, rp3, l3, v3, &m3);
+    cr_assert_eq(k1, k3);
+    cr_assert_eq(m1, m3);
+    cr_assert(!memcmp(rp1, rp3, (size_t)(B + 1) * sizeof(int)));
+    cr_assert(!memcmp(l1, l3, (size_t)k1 * sizeof(int)) && !memcmp(v1, v3, (size_t)k1 * sizeof(float)));
+    free(pre);
+    free(rp1);
+    free(rp3);
+    free(l1);
+    free(l3);
+    free(v1);
+    free(v3);
+}
+
+Test(select, batch_one_pass_falls_back)
+{
+    check_rows_case(1024, 64, 1024 * 4, 1.0f, 2.0f, 0.0f, 1.0f);   /* sampled rows above: too few */
+    check_rows_case(1024, 64, 1024 * 4, 0.0f, 0.01f, 1.0f, 2.0f);  /* sampled rows below: too many */
+    check_rows_case(1024, 64, 1024 * 4, -2.0f, -1.0f, 0.0f, 1.0f); /* no positives sampled */
+}
 
 /* Many equal values straddling the cut: the lower flat indices must win. */
 Test(select, batch_constant_values)
