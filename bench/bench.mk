@@ -6,7 +6,7 @@
 #   make bench-build        only build the CPU benchmark programs
 # Results: bench/results/<machine>-<date>.jsonl (one JSON object per line).
 
-BENCH_COMMON_SRC := bench/bench_util.c bench/phase_cpu.c bench/kcommon.c
+BENCH_COMMON_SRC := bench/bench_util.c bench/kcommon.c
 BENCH_KERN_SRC   := $(wildcard bench/kern_*.c)
 # A kernel bench that uses CUDA without an SF_WITH_CUDA guard is GPU-only: CUDA variant only.
 BENCH_KERN_GPU_ONLY := $(shell grep -L 'SF_WITH_CUDA' $(BENCH_KERN_SRC) /dev/null 2>/dev/null | \
@@ -24,7 +24,7 @@ $(BENCH_BIN): $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BENCH_CPU_LINK)
 # CUDA programs: the same sources with SF_WITH_CUDA, linked like $(BUILD)/cuda/saeforge.
 BENCH_CUDA_PROGS  := step_bench $(BENCH_KERN_SRC:bench/%.c=%)
 BENCH_CUDA_BIN    := $(BENCH_CUDA_PROGS:%=$(BUILD)/cuda/bench/%)
-BENCH_CUDA_COMMON := $(BENCH_COMMON_SRC:%.c=$(BUILD)/cuda/%.o) $(BUILD)/cuda/bench/phase_cuda.o
+BENCH_CUDA_COMMON := $(BENCH_COMMON_SRC:%.c=$(BUILD)/cuda/%.o)
 BENCH_CUDA_LINK   := $(BENCH_CUDA_COMMON) $(BUILD)/cuda/backend_open.o $(BUILD)/libsaeforge.a $(BUILD)/libsaeforge_cuda.a
 $(BUILD)/cuda/bench/%.o: bench/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)

@@ -86,7 +86,7 @@ def step_table(steps, markdown):
         tot = sum(v for v in ph.values() if isinstance(v, (int, float)))
         top = sorted(((v, k) for k, v in ph.items() if isinstance(v, (int, float)) and v > 0), reverse=True)[:3]
         phase_txt = " ".join(f"{k} {100 * v / tot:.0f}%" for v, k in top) if tot > 0 else "-"
-        rep = r.get("replica", {})
+        rep = r.get("profile", r.get("replica", {}))  # "replica": results before the backend timers
         rows.append(head + [
             fmt(f.get("step_med_s"), ".4f"), fmt(f.get("step_min_s"), ".4f"),
             fmt(f.get("tokens_per_s"), ",.0f"), fmt(f.get("gemm_med_s"), ".4f"),
@@ -96,8 +96,8 @@ def step_table(steps, markdown):
             fmt(f.get("rss_peak_MiB"), ".0f") + ("/" + fmt(f.get("dev_MiB"), ".0f") if (f.get("dev_MiB") or -1) >= 0 else ""),
         ])
     header = ["backend", "arch", "d", "n", "k", "B", "prec", "step med s", "step min s", "tokens/s",
-              "GEMM s", "step/GEMM", "GEMM GFLOP/s", "copy GB/s", "top phases (replica)",
-              "replica/backend", "RSS[/dev] MiB"]
+              "GEMM s", "step/GEMM", "GEMM GFLOP/s", "copy GB/s", "top phases",
+              "phases/step", "RSS[/dev] MiB"]
     # skipped rows carry the reason in one column; pad them to the header
     rows = [r + [""] * (len(header) - len(r)) if len(r) < len(header) else r[:len(header)] for r in rows]
     return table(rows, header, markdown)
@@ -111,7 +111,7 @@ def phase_table(steps, markdown):
         c, ph = r["config"], r["phases_s"]
         rows.append([c["backend"], c["arch"], c["d"], c["n"], c["k"]] +
                     [fmt(1e3 * ph.get(p, 0.0), ".1f") for p in ["data_wait"] + PHASES] +
-                    [fmt(1e3 * r["replica"].get("phase_sum_s", float("nan")), ".1f"),
+                    [fmt(1e3 * r.get("profile", r.get("replica", {})).get("phase_sum_s", float("nan")), ".1f"),
                      fmt(1e3 * r["figures"].get("step_med_s", float("nan")), ".1f")])
     header = ["backend", "arch", "d", "n", "k", "data_wait"] + PHASES + ["sum", "backend step"]
     return table(rows, header, markdown) if rows else ""
@@ -309,7 +309,7 @@ def main():
         print(step_table(steps, a.markdown))
         pt = phase_table(steps, a.markdown)
         if pt:
-            print("\nPhases of the step, ms (phase-timed replica, median per phase)")
+            print("\nPhases of the step, ms (the backend's phase timers, median per phase)")
             print(pt)
     if data:
         print("\nData path (float16 shard, page-cached; GB/s of float32 delivered)")

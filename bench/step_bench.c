@@ -1,6 +1,8 @@
 /* Whole-step benchmark of one configuration: the backend's train_step (median/min, tokens/s),
- * a per-phase breakdown from the phase-timed replica (bench/phases.h), and the limits measured
- * in the same process: the encoder-shaped GEMM alone and a copy bandwidth. Writes one JSON line.
+ * a per-phase breakdown from the backend's own phase timers (kernels/profile.h), and the limits
+ * measured in the same process: the encoder-shaped GEMM alone and a copy bandwidth. Writes one
+ * JSON line. With --dead FRAC that share of the latents is dead at the start of every timed
+ * step (re-marked outside the timing), so AuxK runs in every measured step.
  * bench/run.sh drives the grid, one process per configuration, so peak RSS is per configuration. */
 #include <cblas.h>
 #include <math.h>
@@ -13,7 +15,6 @@
 #include "../kernels/backend.h"
 #include "../kernels/sf_check.h"
 #include "bench_util.h"
-#include "phases.h"
 
 #ifdef SF_WITH_CUDA
 #include "../kernels/cuda_compat.h"
@@ -23,7 +24,7 @@ typedef struct opts {
     const char *backend; /* cpu | cuda */
     int arch, d, n, k, B;
     int warmup, reps;
-    double max_seconds; /* budget for the timed steps of each of backend and replica */
+    double max_seconds; /* budget for the timed steps of each of the timing and the profiled loop */
     int threads;
     double dead_frac;
     sae_precision prec;
@@ -52,6 +53,26 @@ static int parse_prec(const char *s)
 static const char *prec_name(sae_precision p)
 {
     return p == SAE_PREC_TF32 ? "tf32" : p == SAE_PREC_BF16 ? "bf16" : "fp32";
+}
+
+/* since_fired = dead_tokens for a deterministic dead_frac of the latents (a multiplicative hash
+ * spreads them over the index range). */
+static void mark_dead(int64_t *since_fired, int n, int64_t dead_tokens, double dead_frac)
+{
+    for (int i = 0; i < n; i++)
+        if ((double)(((uint32_t)i * 2654435761u) % 100000u) < dead_frac * 100000.0)
+            since_fired[i] = dead_tokens;
+}
+
+/* Re-marks the dead latents: they revive as soon as they fire, and a bench of AuxK needs them
+ * dead in every timed step. A no-op without --dead. */
+static void keep_dead(sae_backend *be, sae_state *st, int n, int64_t dead_tokens, double dead_frac)
+{
+    if (dead_frac <= 0.0)
+        return;
+    be->get_state(be, st);
+    mark_dead(st->since_fired, n, dead_tokens, dead_frac);
+    be->set_state(be, st);
 }
 
 /* ---- limits on the CPU ------------------------------------------------------------------- */
@@ -413,7 +434,7 @@ int main(int argc, char **argv)
 
     /* Memory: skip (and record why) instead of failing half-way. */
     int64_t host_need = (int64_t)pool * (int64_t)Bd * 4 * (gsae ? 2 : 1) + (int64_t)n * d * 4 * 2 +
-                        (cuda ? 2 * (int64_t)Bd * 4 : phase_cpu_bytes(&hp, B) + (int64_t)B * n * 4 + (int64_t)Bd * 4);
+                        (cuda ? 2 * (int64_t)Bd * 4 : backend_cpu_bytes(&hp, B) + (int64_t)B * n * 4 + (int64_t)Bd * 4);
     int64_t avail = bench_mem_available();
     if (avail > 0 && host_need > avail * 0.85) {
         char why[160];
@@ -427,7 +448,7 @@ int main(int argc, char **argv)
     if (cuda) {
         size_t fr = 0, tot = 0;
         CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
-        int64_t need = phase_cuda_bytes(&hp, B) + (int64_t)B * n * 4 + (int64_t)n * d * 6 + (int64_t)Bd * 6;
+        int64_t need = backend_cuda_bytes(&hp, B) + (int64_t)B * n * 4 + (int64_t)n * d * 6 + (int64_t)Bd * 6;
         if ((double)need > 0.92 * (double)fr) {
             char why[160];
             snprintf(why, sizeof why, "needs %.1f GiB of device memory, %.1f GiB free",
@@ -472,14 +493,10 @@ int main(int argc, char **argv)
         return cuda ? 1 : 0;
     }
     be->set_params(be, &init);
-    if (o.dead_frac > 0.0) {
-        sae_state st;
-        sae_state_alloc(&st, d, n);
-        be->get_state(be, &st);
-        phase_mark_dead(st.since_fired, n, hp.dead_tokens, o.dead_frac);
-        be->set_state(be, &st);
-        sae_state_free(&st);
-    }
+    be->profile = 0;
+    sae_state st;
+    sae_state_alloc(&st, d, n);
+    keep_dead(be, &st, n, hp.dead_tokens, o.dead_frac);
     sae_metrics mt;
     memset(&mt, 0, sizeof mt);
     int64_t step = 0;
@@ -532,6 +549,7 @@ int main(int argc, char **argv)
         tg[m] = gemm_cpu_run(&gc);
 #endif
         const float *bx, *bg;
+        keep_dead(be, &st, n, hp.dead_tokens, o.dead_frac);
         feed(be, xs, gs, Bd, step % pool, &bx, &bg);
         double t0 = bench_now();
         be->train_step(be, bx, bg, B, o.k, o.lr, step, &mt);
@@ -547,62 +565,38 @@ int main(int argc, char **argv)
 #endif
     free(gc.C);
     free(u0);
-    be->free(be);
 
-    /* The phase-timed replica (same inputs, same initial parameters) */
-    double ph_med[PH_COUNT] = {0}, ph_sum = NAN, ph_step_med = NAN;
+    /* Phases from the backend's own timers: the same backend, further steps, profiling on */
+    double ph_med[SAE_PH_COUNT] = {0}, ph_sum = NAN, ph_step_med = NAN;
     int ph_steps = 0;
     if (o.phases) {
-        phase_runner *r = NULL;
-#ifdef SF_WITH_CUDA
-        if (cuda)
-            r = phase_cuda_new(&hp, B, &init, o.dead_frac);
-        else
-#endif
-            r = phase_cpu_new(&hp, B, o.threads, &init, o.dead_frac);
-        double ph[PH_COUNT];
-        static double hist[PH_COUNT][256];
+        static double hist[SAE_PH_COUNT][256];
         double tot[256];
-        step = 0;
-        for (int w = 0; w < o.warmup; w++, step++) {
-#ifdef SF_WITH_CUDA
-            if (cuda)
-                phase_cuda_step(r, xs + (step % pool) * Bd, gs ? gs + (step % pool) * Bd : NULL, B,
-                                o.k, o.lr, step, ph);
-            else
-#endif
-                phase_cpu_step(r, xs + (step % pool) * Bd, gs ? gs + (step % pool) * Bd : NULL, B,
-                               o.k, o.lr, step, ph);
-        }
+        be->profile = 1;
         tstart = bench_now();
         m = 0;
         while (m < o.reps && m < 256 && (m < 2 || bench_now() - tstart < o.max_seconds)) {
-            const float *xb = xs + (step % pool) * Bd, *gb = gs ? gs + (step % pool) * Bd : NULL;
-#ifdef SF_WITH_CUDA
-            if (cuda)
-                tot[m] = phase_cuda_step(r, xb, gb, B, o.k, o.lr, step, ph);
-            else
-#endif
-                tot[m] = phase_cpu_step(r, xb, gb, B, o.k, o.lr, step, ph);
-            for (int p = 0; p < PH_COUNT; p++)
-                hist[p][m] = ph[p];
+            const float *bx, *bg;
+            keep_dead(be, &st, n, hp.dead_tokens, o.dead_frac);
+            feed(be, xs, gs, Bd, step % pool, &bx, &bg);
+            double t0 = bench_now();
+            be->train_step(be, bx, bg, B, o.k, o.lr, step, &mt);
+            tot[m] = bench_now() - t0;
+            for (int p = 0; p < SAE_PH_COUNT; p++)
+                hist[p][m] = be->phase_s[p];
             m++;
             step++;
         }
         ph_steps = m;
         ph_sum = 0.0;
-        for (int p = 0; p < PH_COUNT; p++) {
+        for (int p = 0; p < SAE_PH_COUNT; p++) {
             ph_med[p] = bench_median(hist[p], m);
             ph_sum += ph_med[p];
         }
         ph_step_med = bench_median(tot, m);
-#ifdef SF_WITH_CUDA
-        if (cuda)
-            phase_cuda_free(r);
-        else
-#endif
-            phase_cpu_free(r);
     }
+    sae_state_free(&st);
+    be->free(be);
 
     FILE *f = open_out(&o);
     jw w;
@@ -630,10 +624,10 @@ int main(int argc, char **argv)
     if (o.phases) {
         j_obj(&w, "phases_s");
         j_num(&w, "data_wait", 0.0); /* inputs are in memory here; see the data bench */
-        for (int p = 0; p < PH_COUNT; p++)
-            j_num(&w, bench_phase_names[p], ph_med[p]);
+        for (int p = 0; p < SAE_PH_COUNT; p++)
+            j_num(&w, sae_phase_name(p), ph_med[p]);
         j_close(&w);
-        j_obj(&w, "replica");
+        j_obj(&w, "profile");
         j_int(&w, "steps_timed", ph_steps);
         j_num(&w, "step_med_s", ph_step_med);
         j_num(&w, "phase_sum_s", ph_sum);

@@ -32,6 +32,7 @@
 
 #include <stdint.h>
 
+#include "profile.h"
 #include "sae_types.h"
 
 typedef struct sae_backend sae_backend;
@@ -82,6 +83,12 @@ struct sae_backend {
      * its pinned staging buffers, so train_step skips a host copy and DMAs straight from them. */
     float *(*input_buffer)(sae_backend *be, int which);
 
+    /* Phase timing (kernels/profile.h): when profile != 0 (default: SF_PROFILE in the
+     * environment at creation), each train_step leaves its phases' seconds in phase_s; the CUDA
+     * backend then times with events and synchronises per phase boundary only at the step's end. */
+    int profile;
+    double phase_s[SAE_PH_COUNT];
+
     void *impl;
 };
 
@@ -91,6 +98,12 @@ sae_backend *backend_cpu_new(const sae_hparams *hp, int max_B, int threads);
 /* CUDA backend on `device`. Returns NULL and writes a one-line reason to why (size len)
  * when no usable GPU is present. Defined only in CUDA and emulated-CUDA builds. */
 sae_backend *backend_cuda_new(const sae_hparams *hp, int max_B, int device, char *why, int len);
+
+/* Bytes of memory a backend for (hp, max_B) allocates: host memory for the CPU backend,
+ * device memory for the CUDA one (defined in CUDA builds), so callers can refuse a
+ * configuration that does not fit before allocating anything. */
+int64_t backend_cpu_bytes(const sae_hparams *hp, int max_B);
+int64_t backend_cuda_bytes(const sae_hparams *hp, int max_B);
 
 /* Host-side helpers for the sae_params / sae_state shapes (all arrays zeroed;
  * theta = -1, last_fired_step = -1). */

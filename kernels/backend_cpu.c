@@ -222,16 +222,21 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
     ensure_k(be, k);
     memset(out, 0, sizeof(*out));
     size_t Bd = (size_t)B * d;
+    sae_prof prof;
+    sae_prof_begin(&prof, be->profile, be->phase_s);
 
     /* 1. dead mask from the state before this step */
     int ndead = featstats_dead_mask_cpu(c->s.since_fired, n, hp->dead_tokens, c->mask);
+    sae_prof_mark(&prof, SAE_PH_STATS);
     /* 2-3. encoder, gate */
     enc_forward_cpu(x, c->p.W_enc, c->p.b_enc, c->p.b_dec, B, d, n, c->u, c->pre);
+    sae_prof_mark(&prof, SAE_PH_ENCODE);
     const float *gate = NULL;
     if (hp->arch == SAE_ARCH_GSAE) {
         gate_forward_cpu(g, c->p.W_dec, B, d, n, c->gate);
         gate = c->gate;
     }
+    sae_prof_mark(&prof, SAE_PH_GATE);
     /* 4. selection */
     int64_t entries;
     if (is_batch_arch(hp->arch)) {
@@ -247,6 +252,7 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
             c->row_ptr[b] = b * k;
         entries = count_entries(c->lat, (int64_t)B * k);
     }
+    sae_prof_mark(&prof, SAE_PH_SELECT);
     /* 5. centring; a zero spread (e.g. B = 1) falls back to plain squared error */
     double den = loss_center_cpu(x, B, d, c->mean);
     double den_eff = den > 0.0 ? den : 1.0;
@@ -265,6 +271,7 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
         recon += num / den_eff;
     }
     recon /= G;
+    sae_prof_mark(&prof, SAE_PH_DECODE);
     /* 7. AuxK on dead latents against the (constant) residual of the full reconstruction */
     double auxk = 0.0;
     int n_groups = 1;
@@ -282,6 +289,7 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
         auxk = loss_residual_cpu(c->ebuf, c->xtmp, B, d, acoef, 0, c->dY_aux) / den_eff;
         n_groups = 2;
     }
+    sae_prof_mark(&prof, SAE_PH_AUXK);
     /* 8. backward, decoder projection, norm and clipping factor */
     sae_bwd_group groups[2] = {
         {c->row_ptr, c->lat, c->val, G, c->bounds, c->dY, 1},
@@ -291,6 +299,7 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
     dec_grad_project_cpu(c->p.W_dec, d, &c->gr);
     double gnorm = sqrt(grad_sqnorm_cpu(&c->gr, d, n));
     float gscale = hp->grad_clip > 0.0f && gnorm > hp->grad_clip ? (float)(hp->grad_clip / gnorm) : 1.0f;
+    sae_prof_mark(&prof, SAE_PH_BACKWARD);
     /* 9. Adam with bias corrections from the step count */
     c->s.adam_t += 1;
     double t = (double)c->s.adam_t;
@@ -298,6 +307,7 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
     float bc2_sqrt = (float)sqrt(1.0 - pow((double)hp->adam_b2, t));
     adam_step_cpu(&c->p, &c->s, &c->gr, d, n, step_size, bc2_sqrt,
                   hp->adam_b1, hp->adam_b2, hp->adam_eps, gscale);
+    sae_prof_mark(&prof, SAE_PH_OPTIM);
     /* 10. statistics from the main code */
     featstats_update_cpu(c->row_ptr, c->lat, c->val, gate, B, n, step, &c->s);
 
@@ -315,6 +325,7 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
         out->gw_err = out->gw_den > 0.0 ? out->gw_num / out->gw_den : 0.0;
     }
     out->tokens = B;
+    sae_prof_mark(&prof, SAE_PH_STATS);
     leave(c);
 }
 
@@ -417,6 +428,7 @@ sae_backend *backend_cpu_new(const sae_hparams *hp, int max_B, int threads)
     cpu_impl *c = calloc(1, sizeof(*c));
     SF_CHECK(be && c);
     be->name = "cpu";
+    be->profile = sae_profile_env();
     be->hp = *hp;
     be->max_B = max_B;
     be->impl = c;
@@ -471,4 +483,14 @@ sae_backend *backend_cpu_new(const sae_hparams *hp, int max_B, int threads)
     c->erow_ptr = xmalloc((size_t)max_B + 1, sizeof(int));
     ensure_ecap(c, (int64_t)max_B * hp->k);
     return be;
+}
+
+int64_t backend_cpu_bytes(const sae_hparams *hp, int B)
+{
+    int64_t d = hp->d, n = hp->n, G = hp->arch == SAE_ARCH_MATRYOSHKA ? hp->n_prefixes : 1;
+    int64_t nd = n * d, Bd = (int64_t)B * d, Bn = (int64_t)B * n;
+    int64_t ents = (int64_t)B * (hp->k + (hp->aux_alpha > 0.0f && hp->aux_k > 0 ? (hp->aux_k < hp->n ? hp->aux_k : hp->n) : 0));
+    int64_t rows = ents < n ? ents : n;
+    int64_t f = 6 * nd + Bn * (hp->arch == SAE_ARCH_GSAE ? 2 : 1) + (6 + G) * Bd + 2 * rows * d;
+    return 4 * f + 20 * ents + 64 * n;
 }

@@ -36,6 +36,8 @@ enum {
     R_COUNT = R_RES + SAE_MAX_PREFIXES
 };
 
+#define PROF_MARKS 16
+
 typedef struct cuda_impl {
     sae_hparams hp;
     int device;
@@ -72,12 +74,58 @@ typedef struct cuda_impl {
     sae_bwd_ws ws;
     sae_grads_cuda gr;
 
+    /* phase timing (be->profile): events recorded at phase ends on cs, read after the step */
+    cudaEvent_t ev_up[2];             /* around the batch copy on xs */
+    cudaEvent_t ev_mark[PROF_MARKS];  /* ev_mark[0] = start on cs */
+    int mark_phase[PROF_MARKS], n_marks, prof_on;
+
     double *res;     /* (R_COUNT) device */
     double *h_res;   /* pinned */
     float *h_x, *h_g; /* pinned staging (max_B, d) */
 } cuda_impl;
 
 static cuda_impl *impl_of(sae_backend *be) { return (cuda_impl *)be->impl; }
+
+/* ---- phase timing (kernels/profile.h) --------------------------------------------------- */
+
+static void prof_begin(cuda_impl *c, int on)
+{
+    c->prof_on = on;
+    c->n_marks = 0;
+    if (on && !c->ev_mark[0]) {
+        for (int i = 0; i < PROF_MARKS; i++)
+            CUDA_CHECK(cudaEventCreate(&c->ev_mark[i]));
+        CUDA_CHECK(cudaEventCreate(&c->ev_up[0]));
+        CUDA_CHECK(cudaEventCreate(&c->ev_up[1]));
+    }
+}
+
+/* Ends the current phase on cs (the first call starts the clock: phase < 0). */
+static void prof_mark(cuda_impl *c, int phase)
+{
+    if (!c->prof_on)
+        return;
+    SF_CHECK(c->n_marks < PROF_MARKS);
+    c->mark_phase[c->n_marks] = phase;
+    CUDA_CHECK(cudaEventRecord(c->ev_mark[c->n_marks++], c->cs));
+}
+
+/* After the step's final synchronisation: every event has completed. */
+static void prof_collect(cuda_impl *c, int uploaded, double *out)
+{
+    if (!c->prof_on)
+        return;
+    memset(out, 0, sizeof(double) * SAE_PH_COUNT);
+    float ms = 0.0f;
+    if (uploaded) {
+        CUDA_CHECK(cudaEventElapsedTime(&ms, c->ev_up[0], c->ev_up[1]));
+        out[SAE_PH_UPLOAD] = ms * 1e-3;
+    }
+    for (int i = 1; i < c->n_marks; i++) {
+        CUDA_CHECK(cudaEventElapsedTime(&ms, c->ev_mark[i - 1], c->ev_mark[i]));
+        out[c->mark_phase[i]] += ms * 1e-3;
+    }
+}
 
 static void *dalloc(size_t bytes)
 {
@@ -176,6 +224,8 @@ static void upload(cuda_impl *c, const float *x, const float *g, int B)
      * kernels consumed x and g, so the staging buffers and device inputs are free */
     if (x != c->h_x) /* the driver filled our pinned buffer itself: nothing to stage */
         memcpy(c->h_x, x, bytes);
+    if (c->prof_on)
+        CUDA_CHECK(cudaEventRecord(c->ev_up[0], c->xs));
     CUDA_CHECK(cudaMemcpyAsync(c->x, c->h_x, bytes, cudaMemcpyHostToDevice, c->xs));
     CUDA_CHECK(cudaEventRecord(c->ev_x, c->xs));
     if (g) {
@@ -184,6 +234,8 @@ static void upload(cuda_impl *c, const float *x, const float *g, int B)
         CUDA_CHECK(cudaMemcpyAsync(c->g, c->h_g, bytes, cudaMemcpyHostToDevice, c->xs));
         CUDA_CHECK(cudaEventRecord(c->ev_g, c->xs));
     }
+    if (c->prof_on)
+        CUDA_CHECK(cudaEventRecord(c->ev_up[1], c->xs));
     CUDA_CHECK(cudaStreamWaitEvent(c->cs, c->ev_x, 0));
 }
 
@@ -294,6 +346,12 @@ static void cu_free(sae_backend *be)
     cublasDestroy(c->blas);
     cudaEventDestroy(c->ev_x);
     cudaEventDestroy(c->ev_g);
+    if (c->ev_mark[0]) {
+        for (int i = 0; i < PROF_MARKS; i++)
+            cudaEventDestroy(c->ev_mark[i]);
+        cudaEventDestroy(c->ev_up[0]);
+        cudaEventDestroy(c->ev_up[1]);
+    }
     cudaStreamDestroy(c->cs);
     cudaStreamDestroy(c->xs);
     free(c);
@@ -380,18 +438,22 @@ static void cu_train_step(sae_backend *be, const float *x, const float *g, int B
 
     /* 1. dead mask: computed at the end of the previous step (or by set_state) */
     const int dead = c->dead_count;
+    prof_begin(c, be->profile);
     upload(c, x, g, B);
+    prof_mark(c, -1);
     CUDA_CHECK(cudaMemsetAsync(c->res, 0, R_COUNT * sizeof(double), cs));
     CUDA_CHECK(cudaMemsetAsync(c->d_count, 0, sizeof(int), cs));
 
     /* 2. encoder */
     encoder(c, B);
+    prof_mark(c, SAE_PH_ENCODE);
     /* 3. gate */
     const int gsae = hp->arch == SAE_ARCH_GSAE;
     if (g)
         wait_g(c);
     if (gsae)
         gate_forward_cuda(c->g, c->P.W_dec, B, d, n, c->gate, hp->precision, c->blas, cs);
+    prof_mark(c, SAE_PH_GATE);
     /* 4. selection */
     const int batch = hp->arch == SAE_ARCH_BATCHTOPK || hp->arch == SAE_ARCH_MATRYOSHKA;
     const int main_cap = B * k;
@@ -405,6 +467,7 @@ static void cu_train_step(sae_backend *be, const float *x, const float *g, int B
                          c->val, cs);
         fill_row_ptr_cuda(c->row_ptr, B, k, cs);
     }
+    prof_mark(c, SAE_PH_SELECT);
     /* 5. centre */
     loss_center_cuda(c->x, B, d, c->mean, c->res + R_DEN, c->loss_ws, cs);
     /* 6. reconstructions, largest prefix first: dY[j] = sum_{g >= j} 2/(G den) (xhat_g - x) */
@@ -423,6 +486,7 @@ static void cu_train_step(sae_backend *be, const float *x, const float *g, int B
         loss_residual_cuda(c->x, xh, B, d, 2.0, (double)G, c->res + R_DEN, j < G - 1, c->dY + j * Bd,
                            c->res + R_RES + j, c->loss_ws, cs);
     }
+    prof_mark(c, SAE_PH_DECODE);
     /* 7. AuxK */
     int n_groups = 1;
     sae_bwd_group_cuda grp[2];
@@ -459,14 +523,17 @@ static void cu_train_step(sae_backend *be, const float *x, const float *g, int B
             n_groups = 2;
         }
     }
+    prof_mark(c, SAE_PH_AUXK);
     if (g)
         loss_gw_cuda(c->g, c->x, c->xhat, c->mean, B, d, c->res + R_GWN, c->res + R_GWD,
                      c->loss_ws, cs);
+    prof_mark(c, SAE_PH_STATS);
     /* 8. backward, projection, norm, clip scale */
     backward_cuda(&c->ws, c->u, &c->P, B, d, n, grp, n_groups, &c->gr, cs);
     dec_grad_project_cuda(c->P.W_dec, d, &c->gr, cs);
     grad_sqnorm_cuda(&c->gr, d, n, c->res + R_SQN, c->adam_ws, cs);
     grad_clip_scale_cuda(c->res + R_SQN, hp->grad_clip, c->res + R_NORM, c->d_gscale, cs);
+    prof_mark(c, SAE_PH_BACKWARD);
     /* 9. Adam */
     c->adam_t += 1;
     const double t = (double)c->adam_t;
@@ -474,6 +541,7 @@ static void cu_train_step(sae_backend *be, const float *x, const float *g, int B
     const float bc2_sqrt = (float)sqrt(1.0 - pow((double)hp->adam_b2, t));
     adam_step_cuda(&c->P, &c->S, &c->gr, d, n, step_size, bc2_sqrt, hp->adam_b1, hp->adam_b2,
                    hp->adam_eps, c->d_gscale, c->W_enc_bf16, cs);
+    prof_mark(c, SAE_PH_OPTIM);
     /* 10. statistics of the main code (sorted view of the backward: group 0), next dead mask */
     featstats_update_cuda(&c->ws, &c->gr, c->val, main_cap, gsae ? c->gate : NULL, B, n, step,
                           &c->S, cs);
@@ -485,7 +553,11 @@ static void cu_train_step(sae_backend *be, const float *x, const float *g, int B
               (const int *)c->d_dead, c->res);
     CUDA_CHECK(cudaMemcpyAsync(c->h_res, c->res, R_COUNT * sizeof(double), cudaMemcpyDeviceToHost,
                                cs));
+    prof_mark(c, SAE_PH_STATS);
     CUDA_CHECK(cudaStreamSynchronize(cs));
+    if (c->prof_on)
+        CUDA_CHECK(cudaStreamSynchronize(c->xs));
+    prof_collect(c, 1, be->phase_s);
 
     const double *r = c->h_res;
     const double den = r[R_DEN];
@@ -721,6 +793,7 @@ extern "C" sae_backend *backend_cuda_new(const sae_hparams *hp, int max_B, int d
     refresh_dead(c);
 
     be->name = "cuda";
+    be->profile = sae_profile_env();
     be->hp = *hp;
     be->max_B = max_B;
     be->free = cu_free;
@@ -734,4 +807,17 @@ extern "C" sae_backend *backend_cuda_new(const sae_hparams *hp, int max_B, int d
     be->encode = cu_encode;
     be->impl = c;
     return be;
+}
+
+extern "C" int64_t backend_cuda_bytes(const sae_hparams *hp, int B)
+{
+    int64_t d = hp->d, n = hp->n, G = hp->arch == SAE_ARCH_MATRYOSHKA ? hp->n_prefixes : 1;
+    int64_t aux = hp->aux_alpha > 0.0f ? (hp->aux_k < hp->n ? hp->aux_k : hp->n) : 0;
+    int64_t ents = (int64_t)B * (hp->k + aux);
+    int64_t rows = ents < n ? ents : n;
+    int64_t bytes = 6 * n * d * 4 + (hp->precision == SAE_PREC_BF16 ? n * d * 2 : 0) + n * 64 +
+                    (int64_t)B * d * 4 * (9 + G) + 2 * (int64_t)B * n * 4 + ents * 64 +
+                    2 * rows * d * 4 + (int64_t)bselect_workspace_bytes(B, hp->n) +
+                    (int64_t)enc_workspace_bytes(B, hp->d, hp->precision) + (64 << 20);
+    return bytes;
 }

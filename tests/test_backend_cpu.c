@@ -2,6 +2,7 @@
  * state round trip), AuxK and theta follow backend.h, and eval/encode use the inference rule. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -401,4 +402,41 @@ Test(backend_cpu, k_larger_than_initial)
     cr_assert_eq(m.l0, (double)K);
     be->free(be);
     sae_params_free(&p);
+}
+
+/* SF_PROFILE / be->profile: phases are timed, add up to the step, and change no result. */
+Test(backend_cpu, profile_times_phases_and_changes_nothing)
+{
+    for (int a = 0; a < 4; a++) {
+        sae_params p;
+        init_params(&p, 11);
+        sae_backend *plain = new_backend(ARCHS[a], 2, &p), *prof = new_backend(ARCHS[a], 2, &p);
+        prof->profile = 1;
+        plain->profile = 0;
+        float x[BMAX * D], g[BMAX * D];
+        sae_metrics m1, m2;
+        for (int s = 0; s < 3; s++) {
+            make_data(x, g, BMAX, 300 + s);
+            plain->train_step(plain, x, g, BMAX, K, 3e-3f, s, &m1);
+            double t0 = omp_get_wtime();
+            prof->train_step(prof, x, g, BMAX, K, 3e-3f, s, &m2);
+            double wall = omp_get_wtime() - t0, sum = 0.0;
+            for (int ph = 0; ph < SAE_PH_COUNT; ph++) {
+                cr_assert(prof->phase_s[ph] >= 0.0, "arch %d phase %s", a, sae_phase_name(ph));
+                sum += prof->phase_s[ph];
+            }
+            cr_assert(sum <= wall + 1e-6 && sum >= 0.5 * wall, "arch %d: phases %g of step %g", a, sum, wall);
+            cr_assert(prof->phase_s[SAE_PH_ENCODE] > 0.0);
+            cr_assert_eq(prof->phase_s[SAE_PH_UPLOAD], 0.0, "no upload on the CPU");
+            if (ARCHS[a] != SAE_ARCH_GSAE)
+                cr_assert(prof->phase_s[SAE_PH_GATE] < 0.5 * sum);
+            for (int ph = 0; ph < SAE_PH_COUNT; ph++)
+                cr_assert_eq(plain->phase_s[ph], 0.0, "profile off: nothing recorded");
+        }
+        cr_assert(same_params(plain, prof), "arch %d: profiling changed the result", a);
+        cr_assert_eq(memcmp(&m1, &m2, sizeof m1), 0);
+        plain->free(plain);
+        prof->free(prof);
+        sae_params_free(&p);
+    }
 }

@@ -409,3 +409,43 @@ Test(cuda_step, reduced_precision)
         cpu->free(cpu);
     }
 }
+
+/* be->profile on the CUDA backend: event-timed phases, including the batch upload, and the
+ * same results as without profiling. */
+Test(cuda_step, profile_times_phases_and_changes_nothing)
+{
+    make_data(4);
+    sae_hparams hp = make_hp(SAE_ARCH_GSAE);
+    sae_params p, q1, q2;
+    sae_params_alloc(&p, D, N);
+    sae_params_alloc(&q1, D, N);
+    sae_params_alloc(&q2, D, N);
+    init_params(&p, 5);
+    sae_backend *plain = open_cuda(&hp), *prof = open_cuda(&hp);
+    plain->profile = 0;
+    prof->profile = 1;
+    plain->set_params(plain, &p);
+    prof->set_params(prof, &p);
+    sae_metrics m1, m2;
+    for (int s = 0; s < 4; s++) {
+        const float *x = data_x + (size_t)s * B * D, *g = data_g + (size_t)s * B * D;
+        plain->train_step(plain, x, g, B, K, 1e-2f, s, &m1);
+        prof->train_step(prof, x, g, B, K, 1e-2f, s, &m2);
+        double sum = 0.0;
+        for (int ph = 0; ph < SAE_PH_COUNT; ph++) {
+            cr_assert(prof->phase_s[ph] >= 0.0, "phase %s", sae_phase_name(ph));
+            sum += prof->phase_s[ph];
+            cr_assert_eq(plain->phase_s[ph], 0.0);
+        }
+        cr_assert(sum > 0.0 && prof->phase_s[SAE_PH_ENCODE] > 0.0 && prof->phase_s[SAE_PH_GATE] > 0.0);
+        cr_assert_eq(memcmp(&m1, &m2, sizeof m1), 0, "step %d metrics", s);
+    }
+    plain->get_params(plain, &q1);
+    prof->get_params(prof, &q2);
+    cr_assert(!memcmp(q1.W_enc, q2.W_enc, sizeof(float) * N * D) && !memcmp(q1.W_dec, q2.W_dec, sizeof(float) * N * D));
+    plain->free(plain);
+    prof->free(prof);
+    sae_params_free(&p);
+    sae_params_free(&q1);
+    sae_params_free(&q2);
+}
