@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "adam.h"
+#include "auxk.h"
 #include "backend.h"
 #include "backward.h"
 #include "decode.h"
@@ -39,6 +40,7 @@ typedef struct cpu_impl {
     float *aux_val;
     sae_grads gr;
     sae_bwd_scratch ws;
+    auxk_dense ad;               /* AuxK through dense products over the dead set (auxk.h) */
     /* inference codes (eval_batch, encode); grow on demand for the threshold rule */
     int64_t ecap;
     int *erow_ptr, *elat;
@@ -139,6 +141,7 @@ static void cpu_free(sae_backend *be)
     free(c->gr.db_enc);
     free(c->gr.db_dec);
     bwd_scratch_free(&c->ws);
+    auxk_dense_free(&c->ad);
     free(c->erow_ptr);
     free(c->elat);
     free(c->eval);
@@ -275,7 +278,7 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
     /* 7. AuxK on dead latents against the (constant) residual of the full reconstruction */
     double auxk = 0.0;
     int n_groups = 1;
-    int kaux = 0;
+    int kaux = 0, aux_dense = 0;
     if (hp->aux_alpha > 0.0f && ndead > 0 && c->kaux_cap > 0) {
         kaux = ndead < c->kaux_cap ? ndead : c->kaux_cap;
         select_topk_cpu(c->pre, NULL, 0.0f, c->mask, B, n, kaux, c->aux_lat, c->aux_val);
@@ -284,10 +287,15 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
 #pragma omp parallel for schedule(static)
         for (size_t t = 0; t < Bd; t++)
             c->ebuf[t] = x[t] - c->xhat[t];
-        decode_cpu(c->aux_row_ptr, c->aux_lat, c->aux_val, c->p.W_dec, NULL, B, d, n, c->xtmp);
+        /* few dead latents relative to k_aux: four GEMMs over the dead set beat B k_aux gathers */
+        aux_dense = auxk_dense_wanted(ndead, kaux);
+        if (aux_dense)
+            auxk_dense_forward(&c->ad, c->mask, n, c->p.W_dec, c->aux_lat, c->aux_val, B, kaux, c->xtmp);
+        else
+            decode_cpu(c->aux_row_ptr, c->aux_lat, c->aux_val, c->p.W_dec, NULL, B, d, n, c->xtmp);
         float acoef = (float)(2.0 * hp->aux_alpha / den_eff);
         auxk = loss_residual_cpu(c->ebuf, c->xtmp, B, d, acoef, 0, c->dY_aux) / den_eff;
-        n_groups = 2;
+        n_groups = aux_dense ? 1 : 2;
     }
     sae_prof_mark(&prof, SAE_PH_AUXK);
     /* 8. backward, decoder projection, norm and clipping factor */
@@ -296,6 +304,8 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
         {c->aux_row_ptr, c->aux_lat, c->aux_val, 1, c->full_bound, c->dY_aux, 0},
     };
     backward_cpu_ws(c->u, &c->p, B, d, n, groups, n_groups, &c->gr, &c->ws);
+    if (aux_dense)
+        auxk_dense_backward(&c->ad, c->u, c->dY_aux, &c->p, B, n, &c->gr);
     dec_grad_project_cpu(c->p.W_dec, d, &c->gr);
     double gnorm = sqrt(grad_sqnorm_cpu(&c->gr, d, n));
     float gscale = hp->grad_clip > 0.0f && gnorm > hp->grad_clip ? (float)(hp->grad_clip / gnorm) : 1.0f;
@@ -479,6 +489,7 @@ sae_backend *backend_cpu_new(const sae_hparams *hp, int max_B, int threads)
     c->gr.slot = xmalloc((size_t)n, sizeof(int));
     c->gr.db_enc = xmalloc((size_t)n, sizeof(float));
     c->gr.db_dec = xmalloc((size_t)d, sizeof(float));
+    auxk_dense_init(&c->ad, n, d, max_B);
     size_codes(be, hp->k);
     c->erow_ptr = xmalloc((size_t)max_B + 1, sizeof(int));
     ensure_ecap(c, (int64_t)max_B * hp->k);
@@ -492,5 +503,8 @@ int64_t backend_cpu_bytes(const sae_hparams *hp, int B)
     int64_t ents = (int64_t)B * (hp->k + (hp->aux_alpha > 0.0f && hp->aux_k > 0 ? (hp->aux_k < hp->n ? hp->aux_k : hp->n) : 0));
     int64_t rows = ents < n ? ents : n;
     int64_t f = 6 * nd + Bn * (hp->arch == SAE_ARCH_GSAE ? 2 : 1) + (6 + G) * Bd + 2 * rows * d;
-    return 4 * f + 20 * ents + 64 * n;
+    /* the dense AuxK buffers at their largest: |D| = AUXK_DENSE_RATIO k_aux (auxk.h) */
+    int64_t kaux = hp->aux_alpha > 0.0f && hp->aux_k > 0 ? (hp->aux_k < n ? hp->aux_k : n) : 0;
+    int64_t dmax = kaux * AUXK_DENSE_RATIO < n ? kaux * AUXK_DENSE_RATIO : n;
+    return 4 * f + 20 * ents + 64 * n + 4 * (2 * (int64_t)B * dmax + 3 * dmax * d + dmax);
 }

@@ -6,30 +6,40 @@
 
 #include "encode.h"
 
-/* C (B, n) = A (B, d) W^T + beta C, split over OpenMP threads in row blocks, each a single-threaded
- * OpenBLAS call. OpenBLAS's own pthread pool would keep spinning after the GEMM and starve the
- * OpenMP phases that follow on a small machine. Row blocks start at multiples of 96 rows so
- * every value's arithmetic is independent of the thread count: OpenBLAS tiles rows by its
- * kernel's unroll (16 on SkylakeX, 24 on Haswell/Zen), and a block boundary inside a tile
- * changes which kernel computes those rows (seen on Zen with 16-row quanta). */
+/* Row blocks start at multiples of 96 rows so every value's arithmetic is independent of the
+ * thread count: OpenBLAS tiles rows by its kernel's unroll (16 on SkylakeX, 24 on Haswell/Zen),
+ * and a block boundary inside a tile changes which kernel computes those rows (seen on Zen with
+ * 16-row quanta). */
 #define GEMM_ROW_QUANTUM 96
-static void gemm_rows(const float *A, const float *W, int B, int d, int n, float beta, float *C)
+
+void sgemm_rows_cpu(int trans_a, int trans_b, int M, int N, int K, const float *A, int lda,
+                    const float *Bm, int ldb, float beta, float *C, int ldc)
 {
+    /* OpenBLAS's own pthread pool would keep spinning after the GEMM and starve the OpenMP
+     * phases that follow on a small machine: one single-threaded call per OpenMP thread. */
     int saved = openblas_get_num_threads();
     if (saved != 1)
         openblas_set_num_threads(1);
 #pragma omp parallel
     {
         int nt = omp_get_num_threads(), t = omp_get_thread_num();
-        int per = (B + nt - 1) / nt;
+        int per = (M + nt - 1) / nt;
         per = (per + GEMM_ROW_QUANTUM - 1) / GEMM_ROW_QUANTUM * GEMM_ROW_QUANTUM;
-        int b0 = t * per, b1 = b0 + per < B ? b0 + per : B;
-        if (b1 > b0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b1 - b0, n, d,
-                        1.0f, A + (size_t)b0 * d, d, W, d, beta, C + (size_t)b0 * n, n);
+        int m0 = t * per, m1 = m0 + per < M ? m0 + per : M;
+        if (m1 > m0)
+            cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                        trans_b ? CblasTrans : CblasNoTrans, m1 - m0, N, K, 1.0f,
+                        trans_a ? A + m0 : A + (size_t)m0 * lda, lda, Bm, ldb, beta,
+                        C + (size_t)m0 * ldc, ldc);
     }
     if (saved != 1)
         openblas_set_num_threads(saved);
+}
+
+/* C (B, n) = A (B, d) W^T + beta C */
+static void gemm_rows(const float *A, const float *W, int B, int d, int n, float beta, float *C)
+{
+    sgemm_rows_cpu(0, 1, B, n, d, A, d, W, d, beta, C, n);
 }
 
 void enc_forward_cpu(const float *x,     // (B, d)

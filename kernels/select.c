@@ -188,6 +188,72 @@ static int topk_row(const float *pre, const float *gate, float beta, const uint8
     return len;
 }
 
+/* k-th largest (1 <= k <= m) of w[0..m) by quickselect with a three-way partition (ties are
+ * common: equal scores), reordering w. Falls back to the heap when the partitions degrade. */
+static float kth_largest_select(float *w, int m, int k, float *heap)
+{
+    int lo = 0, hi = m - 1, want = k - 1, rounds = 0;
+    while (lo < hi) {
+        if (++rounds > 64)
+            return kth_largest(w + lo, hi - lo + 1, want - lo + 1, heap);
+        float a = w[lo], b = w[lo + (hi - lo) / 2], c = w[hi];
+        float p = a > b ? (b > c ? b : (a > c ? c : a)) : (a > c ? a : (b > c ? c : b));
+        int lt = lo, i = lo, gt = hi; /* [lo, lt) > p, [lt, i) == p, (gt, hi] < p */
+        while (i <= gt) {
+            float x = w[i];
+            if (x > p) {
+                w[i++] = w[lt];
+                w[lt++] = x;
+            } else if (x < p) {
+                w[i] = w[gt];
+                w[gt--] = x;
+            } else {
+                i++;
+            }
+        }
+        if (want < lt)
+            hi = lt - 1;
+        else if (want > gt)
+            lo = gt + 1;
+        else
+            return p;
+    }
+    return w[lo];
+}
+
+/* Large k (AuxK's k_aux = d/2): the row's eligible positive scores are gathered in index order,
+ * the k-th largest found in O(m), and one scan in index order keeps every score above it plus
+ * the lowest-index ties, so the result is the heap path's exactly. elig lists the eligible
+ * latents (ascending), shared by all rows. */
+static int topk_row_large(const float *pre, const float *gate, float beta, const int *elig, int m,
+                          int k, float *sc, int *pos, float *work, float *heap, int *idx)
+{
+    int len = 0;
+    for (int t = 0; t < m; t++) {
+        float s = topk_score(pre, gate, beta, elig[t]);
+        if (s > 0.0f) {
+            sc[len] = s;
+            pos[len++] = elig[t];
+        }
+    }
+    if (len <= k) {
+        memcpy(idx, pos, (size_t)len * sizeof(int));
+        return len;
+    }
+    memcpy(work, sc, (size_t)len * sizeof(float));
+    float v = kth_largest_select(work, len, k, heap);
+    int above = 0;
+    for (int t = 0; t < len; t++)
+        above += sc[t] > v;
+    int ties = k - above, out = 0;
+    for (int t = 0; t < len; t++)
+        if (sc[t] > v || (sc[t] == v && ties-- > 0))
+            idx[out++] = pos[t];
+    return out;
+}
+
+#define TOPK_LARGE_K 64 /* from here on the O(n) selection beats the size-k heap */
+
 void select_topk_cpu(const float *pre,     // (B, n)
                      const float *gate,    // (B, n) or NULL
                      float beta,
@@ -200,17 +266,31 @@ void select_topk_cpu(const float *pre,     // (B, n)
     if (k == 0 || B == 0)
         return;
     int kk = k < n ? k : n;
+    int large = kk >= TOPK_LARGE_K;
+    int *elig = NULL, m = 0;
+    if (large) {
+        elig = malloc((size_t)n * sizeof(int));
+        SF_CHECK(elig);
+        for (int i = 0; i < n; i++)
+            if (!mask || mask[i])
+                elig[m++] = i;
+    }
 #pragma omp parallel
     {
         sel_cand *heap = malloc((size_t)kk * sizeof(sel_cand));
         int *idx = malloc((size_t)kk * sizeof(int));
         float *bm = malloc(((size_t)n / SEL_BLK + 1) * sizeof(float));
         float *vheap = malloc((size_t)kk * sizeof(float));
-        SF_CHECK(heap && idx && bm && vheap);
+        float *sc = large ? malloc((size_t)n * sizeof(float)) : NULL;
+        float *work = large ? malloc((size_t)n * sizeof(float)) : NULL;
+        int *pos = large ? malloc((size_t)n * sizeof(int)) : NULL;
+        SF_CHECK(heap && idx && bm && vheap && (!large || (sc && work && pos)));
 #pragma omp for schedule(static)
         for (int b = 0; b < B; b++) {
             const float *pb = pre + (size_t)b * n;
-            int len = topk_row(pb, gate ? gate + (size_t)b * n : NULL, beta, mask, n, kk, heap, idx, bm, vheap);
+            const float *gb = gate ? gate + (size_t)b * n : NULL;
+            int len = large ? topk_row_large(pb, gb, beta, elig, m, kk, sc, pos, work, vheap, idx)
+                            : topk_row(pb, gb, beta, mask, n, kk, heap, idx, bm, vheap);
             int *lb = lat + (size_t)b * k;
             float *vb = val + (size_t)b * k;
             for (int t = 0; t < len; t++) {
@@ -226,7 +306,11 @@ void select_topk_cpu(const float *pre,     // (B, n)
         free(idx);
         free(bm);
         free(vheap);
+        free(sc);
+        free(work);
+        free(pos);
     }
+    free(elig);
 }
 
 /* ---- threshold rule --------------------------------------------------------------------- */

@@ -440,3 +440,70 @@ Test(backend_cpu, profile_times_phases_and_changes_nothing)
         sae_params_free(&p);
     }
 }
+
+/* Runs 5 steps with half of the latents marked dead before each (so AuxK runs every step) on the
+ * AuxK path named by SF_AUXK; params and last metrics out. */
+static void run_dead_steps(sae_arch arch, const char *path, int threads, const sae_params *p0, sae_params *out,
+                           sae_metrics *last)
+{
+    setenv("SF_AUXK", path, 1);
+    sae_backend *be = new_backend(arch, threads, p0);
+    sae_state s;
+    sae_state_alloc(&s, D, N);
+    float x[BMAX * D], g[BMAX * D];
+    for (int step = 0; step < 5; step++) {
+        be->get_state(be, &s);
+        for (int i = 0; i < N; i++)
+            s.since_fired[i] = i % 2 == step % 2 ? 1000 : 0;
+        be->set_state(be, &s);
+        make_data(x, g, BMAX - step, 500 + step);
+        be->train_step(be, x, g, BMAX - step, K, 3e-3f, step, last);
+        cr_assert(last->auxk > 0.0 && last->dead_frac == 0.5);
+    }
+    be->get_params(be, out);
+    be->free(be);
+    sae_state_free(&s);
+    unsetenv("SF_AUXK");
+}
+
+static double max_rel_diff(const float *a, const float *b, size_t len)
+{
+    double scale = 0.0, diff = 0.0;
+    for (size_t t = 0; t < len; t++) {
+        scale = fmax(scale, fabs((double)a[t]));
+        diff = fmax(diff, fabs((double)a[t] - (double)b[t]));
+    }
+    return diff / (scale > 0 ? scale : 1);
+}
+
+/* The dense-product AuxK path (auxk.h) computes what the sparse path computes (the sparse path is
+ * the one checked against finite differences), and does not depend on the thread count. */
+Test(backend_cpu, auxk_dense_path_equals_sparse_path)
+{
+    for (int a = 0; a < 4; a++) {
+        sae_params p0, ps, pd, pd1;
+        init_params(&p0, 21);
+        sae_params_alloc(&ps, D, N);
+        sae_params_alloc(&pd, D, N);
+        sae_params_alloc(&pd1, D, N);
+        sae_metrics ms, md, md1;
+        run_dead_steps(ARCHS[a], "sparse", 2, &p0, &ps, &ms);
+        run_dead_steps(ARCHS[a], "dense", 2, &p0, &pd, &md);
+        run_dead_steps(ARCHS[a], "dense", 1, &p0, &pd1, &md1);
+        const float *xs[4][3] = {{ps.W_enc, pd.W_enc, pd1.W_enc}, {ps.W_dec, pd.W_dec, pd1.W_dec},
+                                 {ps.b_enc, pd.b_enc, pd1.b_enc}, {ps.b_dec, pd.b_dec, pd1.b_dec}};
+        size_t len[4] = {N * D, N * D, N, D};
+        for (int t = 0; t < 4; t++) {
+            double r = max_rel_diff(xs[t][0], xs[t][1], len[t]);
+            cr_assert(r < 2e-5, "arch %d tensor %d: dense vs sparse rel diff %g", a, t, r);
+            cr_assert(!memcmp(xs[t][1], xs[t][2], len[t] * sizeof(float)), "arch %d tensor %d: threads", a, t);
+        }
+        cr_assert(fabs(ms.auxk - md.auxk) <= 1e-5 * ms.auxk, "auxk %g vs %g", ms.auxk, md.auxk);
+        cr_assert(fabs(ms.grad_norm - md.grad_norm) <= 1e-5 * ms.grad_norm);
+        cr_assert_eq(memcmp(&md, &md1, sizeof md), 0);
+        sae_params_free(&p0);
+        sae_params_free(&ps);
+        sae_params_free(&pd);
+        sae_params_free(&pd1);
+    }
+}

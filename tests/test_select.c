@@ -104,6 +104,11 @@ Test(select, topk_gate_mask_ties) { check_topk(6, 96, 8, 1, 1, 1, 8); }
 Test(select, topk_block_bound_ties) { check_topk(6, 1000, 8, 1, 0, 0, 14); }
 Test(select, topk_block_bound_gate) { check_topk(6, 1003, 12, 0, 1, 0, 15); }
 Test(select, topk_large_k_heap) { check_topk(3, 4000, 384, 0, 0, 0, 9); }
+/* k >= 64 takes the quickselect path: masks (AuxK), ties, gates, fewer eligible than k */
+Test(select, topk_large_k_mask) { check_topk(7, 3000, 384, 0, 0, 1, 16); }
+Test(select, topk_large_k_mask_ties) { check_topk(7, 2048, 100, 1, 0, 1, 17); }
+Test(select, topk_large_k_gate_ties) { check_topk(5, 1500, 64, 1, 1, 0, 18); }
+Test(select, topk_large_k_few_positive) { check_topk(6, 300, 200, 2, 0, 1, 19); }
 
 /* An adversarial order: ascending values make every element displace the heap minimum. */
 Test(select, topk_ascending_and_constant_rows)
