@@ -578,11 +578,12 @@ static int load_export_dir(const char *dir, sae_loaded *s, sf_err *err)
             /* exact arch from our own export */
         } else if (!strcmp(arch, "jumprelu")) {
             s->arch = SAE_ARCH_BATCHTOPK;
-        } else if (!strcmp(arch, "topk")) {
-            s->arch = SAE_ARCH_TOPK;
+        } else if (!strcmp(arch, "topk") ||
+                   (!strcmp(arch, "standard") && !strcmp(json_get_str(&cfg, "activation_fn_str", ""), "topk"))) {
+            s->arch = SAE_ARCH_TOPK; /* SAELens 5.x saves a TopK SAE as standard + activation_fn topk */
         } else {
-            rc = sf_fail(err, SF_EINPUT, "%s: architecture '%s' is not one saeforge runs (topk, jumprelu)",
-                         dir, arch);
+            rc = sf_fail(err, SF_EINPUT, "%s: architecture '%s' is not one saeforge runs (topk, jumprelu, "
+                         "standard with activation_fn topk)", dir, arch);
             goto out;
         }
         s->k = (int)json_get_num(&cfg, "k", 0);
@@ -740,11 +741,13 @@ static int is_ckpt_dir(const char *dir)
            fs_exists(a) && fs_exists(b);
 }
 
+/* cfg.json + sae.safetensors (ours, sparsify) or sae_weights.safetensors (SAELens save_model) */
 static int is_export_dir(const char *dir)
 {
-    char a[4300], b[4300];
+    char a[4300], b[4300], c[4300];
     return !join(a, sizeof a, dir, "cfg.json", NULL) && !join(b, sizeof b, dir, "sae.safetensors", NULL) &&
-           fs_exists(a) && fs_exists(b);
+           !join(c, sizeof c, dir, "sae_weights.safetensors", NULL) && fs_exists(a) &&
+           (fs_exists(b) || fs_exists(c));
 }
 
 static int load_dir(const char *dir, sae_loaded *s, sf_err *err)

@@ -128,8 +128,12 @@ static void describe_export(const char *dir, const char *indent)
         const json_value *meta = json_get(&v, "metadata");
         printf("%sSAELens export %s: architecture %s, d_in %.0f, d_sae %.0f", indent, dir,
                json_get_str(&v, "architecture", "?"), json_get_num(&v, "d_in", 0), json_get_num(&v, "d_sae", 0));
-        if (json_get(&v, "k"))
-            printf(", k %.0f", json_get_num(&v, "k", 0));
+        const char *act = json_get_str(&v, "activation_fn_str", NULL);
+        if (act && strcmp(act, json_get_str(&v, "architecture", "")))
+            printf(", activation %s", act); /* SAELens 5.x: standard + topk */
+        const json_value *kw = json_get(&v, "activation_fn_kwargs");
+        if (json_get(&v, "k") || json_get(kw, "k"))
+            printf(", k %.0f", json_get_num(&v, "k", json_get_num(kw, "k", 0)));
         const char *model = json_get_str(meta, "model_name", json_get_str(&v, "model_name", NULL));
         const char *hook = json_get_str(meta, "hook_name", json_get_str(&v, "hook_name", NULL));
         if (model || hook)
@@ -221,10 +225,12 @@ int cmd_inspect(int argc, char **argv)
         if (has_file(path, "config.yaml") || has_file(path, "checkpoints") || has_file(path, "final") ||
             has_file(path, "metrics.jsonl"))
             return inspect_run(path);
-        if (has_file(path, "cfg.json") && has_file(path, "sae.safetensors")) {
+        /* sae_weights.safetensors alone: saved by SAELens' save_model */
+        const char *weights = has_file(path, "sae.safetensors") ? "sae.safetensors" : "sae_weights.safetensors";
+        if (has_file(path, "cfg.json") && has_file(path, weights)) {
             describe_export(path, "");
             char p[4400];
-            snprintf(p, sizeof p, "%s/sae.safetensors", path);
+            snprintf(p, sizeof p, "%s/%s", path, weights);
             return inspect_safetensors(p);
         }
         return inspect_shards(path);

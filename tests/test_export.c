@@ -420,3 +420,57 @@ Test(export, load_back_and_cli_reexport)
     sae_params_free(&p);
     fs_remove_tree(root);
 }
+
+/* SAELens' save_model writes sae_weights.safetensors only; 5.x names a TopK SAE "standard" with
+ * activation_fn topk and k in activation_fn_kwargs. */
+Test(export, loads_saelens5_save_model_layout)
+{
+    const char *root = tmpdir();
+    char path[600];
+    float W_enc_t[D * N], W_dec[N * D], b_enc[N], b_dec[D];
+    uint32_t r = 5;
+    for (int i = 0; i < D * N; i++) {
+        W_enc_t[i] = frand(&r);
+        W_dec[i] = frand(&r);
+    }
+    for (int i = 0; i < N; i++)
+        b_enc[i] = frand(&r);
+    for (int j = 0; j < D; j++)
+        b_dec[j] = frand(&r);
+    int64_t dn[2] = {D, N}, nd[2] = {N, D}, n1[1] = {N}, d1[1] = {D};
+    st_writer w;
+    st_writer_init(&w);
+    st_writer_add(&w, "W_enc", ST_F32, 2, dn, W_enc_t);
+    st_writer_add(&w, "W_dec", ST_F32, 2, nd, W_dec);
+    st_writer_add(&w, "b_enc", ST_F32, 1, n1, b_enc);
+    st_writer_add(&w, "b_dec", ST_F32, 1, d1, b_dec);
+    sf_err err = {0};
+    snprintf(path, sizeof path, "%s/sae_weights.safetensors", root);
+    cr_assert_eq(st_writer_commit(&w, path, &err), SF_OK, "%s", err.msg);
+    st_writer_free(&w);
+    const char *cfg = "{\"architecture\": \"standard\", \"d_in\": 6, \"d_sae\": 10, \"activation_fn_str\": "
+                      "\"topk\", \"activation_fn_kwargs\": {\"k\": 3}, \"hook_name\": \"blocks.2.hook_resid_pre\"}";
+    snprintf(path, sizeof path, "%s/cfg.json", root);
+    cr_assert_eq(fs_write_atomic(path, cfg, strlen(cfg), &err), SF_OK, "%s", err.msg);
+
+    sae_loaded s;
+    cr_assert_eq(sae_load(root, 1, &s, &err), SF_OK, "%s", err.msg);
+    cr_assert_str_eq(s.kind, "saelens");
+    cr_assert_eq(s.arch, SAE_ARCH_TOPK);
+    cr_assert_eq(s.k, 3);
+    cr_assert_eq(s.d, D);
+    cr_assert_eq(s.n, N);
+    cr_assert_str_eq(s.hook, "blocks.2.hook_resid_pre");
+    for (int i = 0; i < N; i++)
+        for (int j = 0; j < D; j++)
+            cr_assert_eq(s.p.W_enc[i * D + j], W_enc_t[j * N + i]);
+    sae_loaded_free(&s);
+
+    /* a plain ReLU SAE is still refused, naming what saeforge runs */
+    const char *relu = "{\"architecture\": \"standard\", \"d_in\": 6, \"d_sae\": 10, \"activation_fn_str\": \"relu\"}";
+    cr_assert_eq(fs_write_atomic(path, relu, strlen(relu), &err), SF_OK, "%s", err.msg);
+    cr_assert_eq(sae_load(root, 1, &s, &err), SF_EINPUT);
+    cr_assert_not_null(strstr(err.msg, "standard with activation_fn topk"), "%s", err.msg);
+    cr_assert_null(strchr(err.msg, '\n'));
+    fs_remove_tree(root);
+}
