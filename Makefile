@@ -145,6 +145,7 @@ clean:
 	rm -rf build build-asan build-tsan
 
 -include $(wildcard kernels/emu/*.mk bench/*.mk)
+-include tests/interop/interop.mk
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
 cuda-tests: $(GPU_TEST_BIN)
