@@ -146,7 +146,8 @@ clean:
 
 -include $(wildcard kernels/emu/*.mk bench/*.mk)
 -include tests/interop/interop.mk
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+# venvs under $(BUILD) (test-interop) hold folders named *.d: prune them, keep files only
+-include $(shell find $(BUILD) -path '$(BUILD)/venv*' -prune -o -name '*.d' -type f -print 2>/dev/null)
 
 cuda-tests: $(GPU_TEST_BIN)
 .PHONY: cuda-tests
