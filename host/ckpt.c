@@ -264,6 +264,13 @@ static void prune(const char *ckdir, int keep)
     free(v);
 }
 
+void ckpt_prune(const char *run_dir, int keep)
+{
+    char ckdir[4096];
+    if (!path_join(ckdir, sizeof ckdir, run_dir, "checkpoints", NULL) && fs_is_dir(ckdir))
+        prune(ckdir, keep);
+}
+
 /* Puts the complete dir tmp in place as final in one step. A checkpoint of the same step
  * already there (re-saved after a resume) is swapped out atomically (RENAME_EXCHANGE), so at
  * every instant step_<N> names one complete checkpoint or nothing. */

@@ -29,6 +29,10 @@ typedef struct ckpt_meta {
 int ckpt_save(const char *run_dir, const sae_params *p, const sae_state *s, const ckpt_meta *m,
               int keep, sf_err *err);
 
+/* Removes all but the newest `keep` complete checkpoints of run_dir (keep <= 0: none removed);
+ * a sweep saves every member with keep = 0 and prunes only once the sweep marker is written. */
+void ckpt_prune(const char *run_dir, int keep);
+
 /* Finds the newest complete checkpoint dir. Returns 1 and fills path if found, 0 if none (also
  * when run_dir does not exist), -SF_EINPUT only when run_dir or its checkpoints cannot be read.
  * Damaged checkpoints (unreadable files, checksum mismatch) are skipped with one line each on

@@ -87,7 +87,8 @@ static const cyaml_schema_field_t y_log_f[] = {YS("every_steps", y_logsec, every
 static const cyaml_schema_field_t y_root_f[] = {
     YS("seed", y_root, seed), YS("out_dir", y_root, out_dir), YS("backend", y_root, backend),
     YM("data", y_root, data, y_data_f), YM("sae", y_root, sae, y_sae_f), YM("train", y_root, train, y_train_f),
-    YM("checkpoint", y_root, checkpoint, y_ckpt_f), YM("log", y_root, log, y_log_f), CYAML_FIELD_END};
+    YM("checkpoint", y_root, checkpoint, y_ckpt_f), YM("log", y_root, log, y_log_f),
+    CYAML_FIELD_IGNORE("sweep", CYAML_FLAG_OPTIONAL), CYAML_FIELD_END};
 static const cyaml_schema_value_t y_root_schema = {CYAML_VALUE_MAPPING(CYAML_FLAG_POINTER, y_root, y_root_f)};
 
 /* libcyaml logs to stderr by default; keep its first error line for our own message instead. */
@@ -647,6 +648,23 @@ static int scan_value(scan *s, int k, const char *name)
     return rc;
 }
 
+/* Consumes one value of any shape (scalar, or a whole nested map/list). */
+static int skip_value(scan *s)
+{
+    int depth = 0;
+    do {
+        yaml_event_t ev;
+        if (scan_next(s, &ev))
+            return SF_EINPUT;
+        if (ev.type == YAML_MAPPING_START_EVENT || ev.type == YAML_SEQUENCE_START_EVENT)
+            depth++;
+        else if (ev.type == YAML_MAPPING_END_EVENT || ev.type == YAML_SEQUENCE_END_EVENT)
+            depth--;
+        yaml_event_delete(&ev);
+    } while (depth > 0);
+    return 0;
+}
+
 static int scan_map(scan *s, const char *prefix)
 {
     for (;;) {
@@ -670,6 +688,12 @@ static int scan_map(scan *s, const char *prefix)
         snprintf(name, sizeof name, "%s%s%s", prefix ? prefix : "", prefix ? "." : "",
                  (const char *)ev.data.scalar.value);
         yaml_event_delete(&ev);
+        if (!prefix && !strcmp(name, "sweep")) { /* host/sweep.c reads it; a member's config has none */
+            int rc = skip_value(s);
+            if (rc)
+                return rc;
+            continue;
+        }
         int k = key_find(name);
         if (k < 0) {
             char hint[160];

@@ -111,5 +111,9 @@ void sae_params_alloc(sae_params *p, int d, int n);
 void sae_params_free(sae_params *p);
 void sae_state_alloc(sae_state *s, int d, int n);
 void sae_state_free(sae_state *s);
+/* The same without aborting: 0 (nothing left allocated) when memory runs out, for sizes that
+ * come from a user's config. */
+int sae_params_try_alloc(sae_params *p, int d, int n);
+int sae_state_try_alloc(sae_state *s, int d, int n);
 
 #endif

@@ -12,6 +12,60 @@ static void *zalloc(size_t count, size_t size)
     return p;
 }
 
+/* calloc that may fail: the try_alloc variants report it instead of aborting. */
+static void *zalloc_try(size_t count, size_t size, int *ok)
+{
+    void *p = calloc(count ? count : 1, size);
+    *ok &= p != NULL;
+    return p;
+}
+
+int sae_params_try_alloc(sae_params *p, int d, int n)
+{
+    if (d <= 0 || n <= 0)
+        return 0;
+    size_t nd = (size_t)n * (size_t)d;
+    int ok = 1;
+    p->W_enc = zalloc_try(nd, sizeof(float), &ok);
+    p->b_enc = zalloc_try((size_t)n, sizeof(float), &ok);
+    p->W_dec = zalloc_try(nd, sizeof(float), &ok);
+    p->b_dec = zalloc_try((size_t)d, sizeof(float), &ok);
+    if (!ok)
+        sae_params_free(p);
+    return ok;
+}
+
+int sae_state_try_alloc(sae_state *s, int d, int n)
+{
+    if (d <= 0 || n <= 0)
+        return 0;
+    size_t nd = (size_t)n * (size_t)d;
+    int ok = 1;
+    memset(s, 0, sizeof(*s));
+    s->m_W_enc = zalloc_try(nd, sizeof(float), &ok);
+    s->v_W_enc = zalloc_try(nd, sizeof(float), &ok);
+    s->m_b_enc = zalloc_try((size_t)n, sizeof(float), &ok);
+    s->v_b_enc = zalloc_try((size_t)n, sizeof(float), &ok);
+    s->m_W_dec = zalloc_try(nd, sizeof(float), &ok);
+    s->v_W_dec = zalloc_try(nd, sizeof(float), &ok);
+    s->m_b_dec = zalloc_try((size_t)d, sizeof(float), &ok);
+    s->v_b_dec = zalloc_try((size_t)d, sizeof(float), &ok);
+    s->since_fired = zalloc_try((size_t)n, sizeof(int64_t), &ok);
+    s->fire_count = zalloc_try((size_t)n, sizeof(int64_t), &ok);
+    s->act_sum = zalloc_try((size_t)n, sizeof(double), &ok);
+    s->act_max = zalloc_try((size_t)n, sizeof(float), &ok);
+    s->last_fired_step = zalloc_try((size_t)n, sizeof(int64_t), &ok);
+    s->gate_sum = zalloc_try((size_t)n, sizeof(double), &ok);
+    if (!ok) {
+        sae_state_free(s);
+        return 0;
+    }
+    for (int i = 0; i < n; i++)
+        s->last_fired_step[i] = -1;
+    s->theta = -1.0f;
+    return 1;
+}
+
 void sae_params_alloc(sae_params *p, int d, int n)
 {
     SF_CHECK(d > 0 && n > 0);

@@ -1,0 +1,88 @@
+/* The trainer: one shard stream feeding N member SAEs (a solo run is a trainer with one member),
+ * each with its own backend, schedule, metrics.jsonl and checkpoints in its own run directory.
+ *
+ * Parts kept apart so data-parallel ranks can reuse them: the data side (trainer_open_data, the
+ * stream, the shared batch buffers), the member step (one train_step per member per batch) and
+ * the checkpoint side (every live member saves step N, then the sweep marker names N). */
+#ifndef TRAINER_H
+#define TRAINER_H
+
+#include <stdint.h>
+
+#include "../data/shard.h"
+#include "../kernels/backend.h"
+#include "ckpt.h"
+#include "config.h"
+#include "metrics.h"
+#include "sf_err.h"
+
+typedef enum { TR_LIVE = 0, TR_DONE = 1, TR_DIVERGED = 2 } tr_status;
+
+typedef struct tr_member {
+    char name[128];          /* sweep member name; "" for a solo run */
+    sf_config cfg;           /* resolved; cfg.out_dir is the member's run directory */
+    sae_hparams hp;
+    sae_backend *be;
+    sae_params p;
+    sae_state s;
+    ckpt_meta meta;
+    metrics_log ml;
+    int ml_open;
+    tr_status status;
+    char why[512];           /* why it stopped (diverged) */
+    sae_metrics mt;          /* the last step's metrics */
+    sae_metrics ev;          /* final evaluation (or the last batch when there is no eval set) */
+    int dead;                /* dead latents at the end */
+    double t_log;            /* progress/throughput bookkeeping */
+    int64_t tok_log;
+    int created_dir;
+} tr_member;
+
+typedef struct trainer {
+    shard_set set, eval_set;
+    int set_open, have_eval, eval_separate;
+    int64_t train_rows;
+    int d, B, want_g;        /* want_g: some member is gsae, so the stream delivers gradients */
+    int64_t total_steps;
+    float *x, *g;            /* (B, d) batch buffers shared by every member */
+    int lent;                /* x, g are a solo member's backend buffers (not ours to free) */
+    int n_members;
+    tr_member *m;            /* (n_members) */
+    char sweep_dir[SF_PATH_MAX]; /* "" for a solo run; else where sweep_state.json lives */
+} trainer;
+
+/* Opens the shards named by c (the data keys every member shares) and derives d, B, the train
+ * and eval row ranges and the step count. need_g: open gradients too (some member is gsae). */
+int trainer_open_data(trainer *t, const sf_config *c, int need_g, sf_err *err);
+
+/* Adds a member from a loaded config: validates it against d, resolves it, and refuses an
+ * out_dir that already holds a run unless resume. name may be "" (solo). */
+int trainer_add_member(trainer *t, const sf_config *c, const char *name, int resume, sf_err *err);
+
+/* Bytes the run will hold in host memory (and, in *device, on the GPU for cuda members). */
+int64_t trainer_host_bytes(const trainer *t, int64_t *device);
+
+/* Refuses (SF_EINPUT, one line with needed vs available) a run that cannot fit in memory. */
+int trainer_check_memory(const trainer *t, sf_err *err);
+
+/* Trains every member to the end. SF_OK when all finished; SF_EFAIL when some member diverged
+ * (the others still finish; err names the diverged ones) or on a signal/I/O failure; SF_EINPUT
+ * for bad input found while running. resume: continue from the newest checkpoint every live
+ * member holds (a sweep) or the newest complete one (solo). */
+int trainer_run(trainer *t, int resume, sf_err *err);
+
+/* Removes member dirs this run created when bad input stopped it before any checkpoint. */
+void trainer_cleanup_failed(trainer *t);
+
+void trainer_free(trainer *t);
+
+/* Checkpoint side (host/trainer_ckpt.c). */
+/* Every live member saves its checkpoint; in a sweep, then sweep_state.json names the step
+ * (written last: the sweep checkpoint is complete only then) and old member checkpoints go. */
+int trainer_save(trainer *t, sf_err *err);
+/* Loads each live member's resume point (the same step for all); *resumed = 1 if any loaded. */
+int trainer_load_resume(trainer *t, int *resumed, sf_err *err);
+/* Writes sweep_state.json (the step of the last complete sweep checkpoint and stopped members). */
+int trainer_write_marker(trainer *t, int64_t step, sf_err *err);
+
+#endif
