@@ -16,6 +16,7 @@ typedef struct series {
     const double *x, *y; /* (n) */
     int n;
     int markers, line;
+    char (*labels)[64]; /* (n) text beside each marker, or NULL */
 } series;
 
 static const char *const COLORS[MAXS] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd",
@@ -44,9 +45,9 @@ static void range(const series *s, int ns, int use_x, double *lo, double *hi)
         *lo = 0;
         *hi = 1;
     }
-    if (*hi - *lo < 1e-12 * (fabs(*hi) + 1)) {
-        *lo -= 0.5 * (fabs(*lo) + 1e-3);
-        *hi += 0.5 * (fabs(*hi) + 1e-3);
+    if (*hi - *lo < 1e-12 * (fabs(*hi) + 1)) { /* a flat series: show it from 0 when it is >= 0 */
+        *hi = *hi > 0 ? 1.25 * *hi : *hi < 0 ? 0 : 1;
+        *lo = *lo >= 0 ? 0 : 1.25 * *lo;
     }
     double st = tick_step(*hi - *lo);
     *lo = floor(*lo / st) * st;
@@ -107,8 +108,17 @@ static void panel(FILE *f, double ox, double oy, double w, double h, const char 
         if (s[i].markers)
             for (int j = 0; j < s[i].n; j++)
                 if (isfinite(s[i].y[j]))
+                {
                     fprintf(f, "<circle cx='%.1f' cy='%.1f' r='4.5' fill='%s' stroke='black' stroke-width='0.6'/>\n",
                             PX(s[i].x[j]), PY(s[i].y[j]), c);
+                    if (s[i].labels)
+                    {
+                        int right = PX(s[i].x[j]) > ox + L + 0.7 * pw; /* keep labels inside */
+                        fprintf(f, "<text x='%.1f' y='%.1f' font-size='10' fill='#333' text-anchor='%s'>%s</text>\n",
+                                PX(s[i].x[j]) + (right ? -6 : 6), PY(s[i].y[j]) - 7, right ? "end" : "start",
+                                s[i].labels[j]);
+                    }
+                }
         if (s[i].name) { /* legend, top right inside the frame */
             double ly = oy + T + 16 + 17 * i, lx = ox + L + pw - 130;
             fprintf(f, "<rect x='%.1f' y='%.1f' width='12' height='12' fill='%s'/>"
@@ -180,13 +190,22 @@ int plot_curves(const char *run_dir, sf_err *err)
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     const double W = 1000, H = 720;
+    const char *base = strrchr(run_dir, '/') && strrchr(run_dir, '/')[1] ? strrchr(run_dir, '/') + 1 : run_dir;
+    char esc[128]; /* the run name goes into SVG text */
+    int e = 0;
+    for (const char *q = base; *q && e < (int)sizeof esc - 1; q++)
+        esc[e++] = *q == '<' || *q == '>' || *q == '&' || *q == '\'' ? '_' : *q;
+    esc[e] = 0;
+    base = esc;
     fprintf(f, "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' font-family='sans-serif'>\n"
                "<rect width='100%%' height='100%%' fill='white'/>\n", W, H);
     static const char *const titles[4] = {"loss", "FVU (training batch)", "L0 (active latents per token)",
                                           "dead fraction"};
     for (int p = 0; p < 4; p++) {
         series s = {.name = NULL, .x = cols[0], .y = cols[p + 1], .n = n, .line = 1};
-        panel(f, (p % 2) * W / 2, (p / 2) * H / 2, W / 2, H / 2, titles[p], "tokens", titles[p], &s, 1);
+        char title[200];
+        snprintf(title, sizeof title, "%s: %s", base, titles[p]);
+        panel(f, (p % 2) * W / 2, (p / 2) * H / 2, W / 2, H / 2, title, "tokens", titles[p], &s, 1);
     }
     fprintf(f, "</svg>\n");
     fclose(f);
@@ -200,6 +219,7 @@ int plot_curves(const char *run_dir, sf_err *err)
 typedef struct point {
     double l0, fvu;
     int arch;
+    char label[64];
 } point;
 
 static int cmp_l0(const void *a, const void *b)
@@ -238,6 +258,7 @@ int plot_frontier(const char *sweep_dir, sf_err *err)
         if (config_load(path, NULL, 0, &c, &e) || read_metrics(run, cols, &n, ev, &e))
             continue; /* a member not started yet has no point */
         pt[np].arch = c.sae.arch;
+        snprintf(pt[np].label, sizeof pt[np].label, "%.63s", mem->keys[i]);
         pt[np].l0 = isfinite(ev[0]) ? ev[0] : n ? cols[3][n - 1] : NAN;
         pt[np].fvu = isfinite(ev[1]) ? ev[1] : n ? cols[2][n - 1] : NAN;
         np += isfinite(pt[np].l0) && isfinite(pt[np].fvu);
@@ -248,16 +269,18 @@ int plot_frontier(const char *sweep_dir, sf_err *err)
     qsort(pt, (size_t)np, sizeof *pt, cmp_l0);
     series s[MAXS];
     double *xs = calloc((size_t)np + 1, sizeof(double)), *ys = calloc((size_t)np + 1, sizeof(double));
+    char(*lab)[64] = calloc((size_t)np + 1, 64);
     int ns = 0, off = 0;
     for (int a = 0; a <= SAE_ARCH_MATRYOSHKA && ns < MAXS; a++) {
         int start = off;
         for (int i = 0; i < np; i++)
             if (pt[i].arch == a) {
                 xs[off] = pt[i].l0;
+                memcpy(lab[off], pt[i].label, 64);
                 ys[off++] = pt[i].fvu;
             }
         if (off > start)
-            s[ns++] = (series){config_arch_name((sae_arch)a), xs + start, ys + start, off - start, 1, 1};
+            s[ns++] = (series){config_arch_name((sae_arch)a), xs + start, ys + start, off - start, 1, 1, lab + start};
     }
     char *buf = NULL;
     size_t blen = 0;
@@ -270,6 +293,7 @@ int plot_frontier(const char *sweep_dir, sf_err *err)
     fclose(f);
     free(xs);
     free(ys);
+    free(lab);
     free(pt);
     snprintf(path, sizeof path, "%s/frontier.svg", sweep_dir);
     return write_svg(path, buf, blen, err);

@@ -87,6 +87,15 @@ static int setup_sweep(trainer *t, const char *cfg_path, const char **sets, int 
             all[n++] = ov[j];
         all[n++] = out_ov;
         rc = config_load(cfg_path, all, n, &cs[i], err);
+        for (int j = 0; rc && j < sp->n_keys; j++) { /* say where a bad sweep value came from */
+            char pre[160];
+            snprintf(pre, sizeof pre, "--set %s", sp->keys[j].key);
+            if (!strncmp(err->msg, pre, strlen(pre))) {
+                char msg[sizeof err->msg];
+                snprintf(msg, sizeof msg, "%s", err->msg + 6);
+                snprintf(err->msg, sizeof err->msg, "%.200s:%d: sweep.%.700s", cfg_path, sp->keys[j].line, msg);
+            }
+        }
         need_g |= !rc && cs[i].sae.arch == SAE_ARCH_GSAE;
     }
     if (!rc)
