@@ -12,6 +12,7 @@
 #include "cmd.h"
 #include "export.h"
 #include "json.h"
+#include "sweep.h"
 
 #define CMP_BLOCK 2048
 
@@ -109,6 +110,45 @@ static void compare_usage(FILE *f)
                "  and the fraction of rows matched at cosine >= %.1f.\n", COMPARE_MATCH_COS);
 }
 
+/* compare SWEEP B (or A SWEEP): one line per member against the other dictionary. */
+static int compare_sweep(const char *sweep, const char *other, sf_err *err)
+{
+    char **names;
+    int n;
+    int rc = sweep_members_read(sweep, &names, &n, err);
+    if (rc)
+        return rc;
+    sae_loaded b;
+    if ((rc = sae_load(other, 0, &b, err))) {
+        sweep_members_free(names, n);
+        return rc;
+    }
+    printf("each member of %s against %s (%s, n=%d): mean max cos both ways, matched >= %.1f\n", sweep,
+           b.source, b.kind, b.n, COMPARE_MATCH_COS);
+    printf("%-28s %8s %8s %8s %10s %10s\n", "member", "n", "A->B", "B->A", "matched B", "matched A");
+    for (int i = 0; i < n; i++) {
+        char run[4096];
+        snprintf(run, sizeof run, "%s/%s", sweep, names[i]);
+        sae_loaded a;
+        sf_err e = {0};
+        if (sae_load(run, 0, &a, &e)) {
+            printf("%-28s (no dictionary yet: %s)\n", names[i], e.msg);
+            continue;
+        }
+        if (a.d != b.d) {
+            printf("%-28s (width d=%d, but %s has d=%d)\n", names[i], a.d, other, b.d);
+        } else {
+            compare_result r = compare_dicts(a.p.W_dec, a.n, b.p.W_dec, b.n, a.d);
+            printf("%-28s %8d %8.3f %8.3f %9.1f%% %9.1f%%\n", names[i], a.n, r.mean_ab, r.mean_ba,
+                   100.0 * r.frac_b, 100.0 * r.frac_a);
+        }
+        sae_loaded_free(&a);
+    }
+    sae_loaded_free(&b);
+    sweep_members_free(names, n);
+    return SF_OK;
+}
+
 int cmd_compare(int argc, char **argv)
 {
     const char *pa = NULL, *pb = NULL;
@@ -132,6 +172,10 @@ int cmd_compare(int argc, char **argv)
     if (!pa || !pb)
         return cli_error(2, "compare: need two dictionaries A and B; see saeforge compare --help");
     sf_err err = {0};
+    if (!as_json && (sweep_is_dir(pa) || sweep_is_dir(pb))) {
+        int swap = !sweep_is_dir(pa);
+        return compare_sweep(swap ? pb : pa, swap ? pa : pb, &err) ? cli_error(2, "%s", err.msg) : 0;
+    }
     sae_loaded a, b;
     if (sae_load(pa, 0, &a, &err))
         return cli_error(2, "%s", err.msg);

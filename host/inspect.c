@@ -11,6 +11,7 @@
 #include "cmd.h"
 #include "config.h"
 #include "fsutil.h"
+#include "sweep.h"
 #include "json.h"
 #include "safetensors.h"
 
@@ -220,6 +221,10 @@ int cmd_inspect(int argc, char **argv)
         return cli_error(2, "inspect: %s does not exist; give a shard, checkpoint, run or safetensors path", path);
     }
     if (fs_is_dir(path)) {
+        if (sweep_is_dir(path)) {
+            sf_err err = {0};
+            return sweep_print_table(path, &err) ? cli_error(2, "%s", err.msg) : 0;
+        }
         if (has_file(path, "state.safetensors") && has_file(path, "sae.safetensors"))
             return describe_checkpoint(path, "") ? 2 : 0;
         if (has_file(path, "config.yaml") || has_file(path, "checkpoints") || has_file(path, "final") ||

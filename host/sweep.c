@@ -1,10 +1,12 @@
 /* The `sweep:` block: read with libyaml beside the main config parse (config.c skips the key),
  * checked against the keys that must stay fixed, expanded into members. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
 
+#include "config.h"
 #include "fsutil.h"
 #include "json.h"
 #include "sweep.h"
@@ -256,4 +258,112 @@ int sweep_write_json(const char *dir, const sweep_spec *sp, sf_err *err)
         rc = fs_write_atomic(path, w.buf, w.len, err);
     jw_free(&w);
     return rc;
+}
+
+int sweep_is_dir(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/sweep.json", dir);
+    return fs_is_dir(dir) && fs_exists(path);
+}
+
+/* The last training line and last eval line of a run's metrics.jsonl (NULL type when none). */
+static void last_metrics(const char *run, json_value *train, json_value *eval)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run);
+    memset(train, 0, sizeof *train);
+    memset(eval, 0, sizeof *eval);
+    char *text = NULL, why[64];
+    size_t len = 0;
+    sf_err e = {0};
+    if (fs_read_all(path, &text, &len, &e))
+        return;
+    for (char *line = text, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        json_value v;
+        if (json_parse(line, nl ? (size_t)(nl - line) : strlen(line), &v, why, sizeof why))
+            continue;
+        json_value *dst = json_get(&v, "eval") ? eval : train;
+        json_value_free(dst);
+        *dst = v;
+    }
+    free(text);
+}
+
+int sweep_members_read(const char *dir, char ***names, int *n, sf_err *err)
+{
+    char path[4096], why[128];
+    snprintf(path, sizeof path, "%s/sweep.json", dir);
+    char *text = NULL;
+    size_t len = 0;
+    int rc = fs_read_all(path, &text, &len, err);
+    if (rc)
+        return rc;
+    json_value v;
+    rc = json_parse(text, len, &v, why, sizeof why);
+    free(text);
+    if (rc)
+        return sf_fail(err, SF_EINPUT, "%s: not a sweep.json (%s); was it written by saeforge train?", path, why);
+    const json_value *m = json_get(&v, "members");
+    *n = m && m->type == JSON_OBJ ? m->n : 0;
+    *names = calloc((size_t)*n + 1, sizeof **names);
+    for (int i = 0; i < *n; i++)
+        (*names)[i] = strdup(m->keys[i]);
+    json_value_free(&v);
+    return SF_OK;
+}
+
+void sweep_members_free(char **names, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+int sweep_print_table(const char *dir, sf_err *err)
+{
+    char **names;
+    int n;
+    int rc = sweep_members_read(dir, &names, &n, err);
+    if (rc)
+        return rc;
+    json_value st = {0};
+    char mpath[4096], *mtext = NULL, why[64];
+    size_t mlen = 0;
+    sf_err me = {0};
+    snprintf(mpath, sizeof mpath, "%s/sweep_state.json", dir);
+    if (fs_exists(mpath) && !fs_read_all(mpath, &mtext, &mlen, &me) && json_parse(mtext, mlen, &st, why, sizeof why))
+        memset(&st, 0, sizeof st);
+    free(mtext);
+    const json_value *stopped = json_get(&st, "stopped");
+    printf("sweep %s: %d members (FVU/L0 from the final eval when there is one, else the last "
+           "training batch)\n", dir, n);
+    printf("%-28s %-10s %5s %8s %8s %8s %7s  %s\n", "member", "arch", "k", "n", "FVU", "L0", "dead%", "status");
+    for (int i = 0; i < n; i++) {
+        char run[4096], path[4300];
+        snprintf(run, sizeof run, "%s/%s", dir, names[i]);
+        snprintf(path, sizeof path, "%s/config.yaml", run);
+        sf_config c;
+        sf_err e = {0};
+        if (config_load(path, NULL, 0, &c, &e)) {
+            printf("%-28s (not started)\n", names[i]);
+            continue;
+        }
+        json_value tr, ev;
+        last_metrics(run, &tr, &ev);
+        const json_value *src = ev.type == JSON_OBJ ? &ev : &tr;
+        snprintf(path, sizeof path, "%s/final", run);
+        const char *status = fs_is_dir(path)                            ? "done"
+                             : json_get_str(stopped, names[i], NULL) ? "diverged"
+                                                                       : "incomplete";
+        printf("%-28s %-10s %5d %8lld %8.4f %8.2f %7.2f  %s\n", names[i], config_arch_name(c.sae.arch), c.sae.k,
+               (long long)c.sae.n_latents, json_get_num(src, "fvu", NAN), json_get_num(src, "l0", NAN),
+               100.0 * json_get_num(&tr, "dead_frac", NAN), status);
+        json_value_free(&tr);
+        json_value_free(&ev);
+    }
+    json_value_free(&st);
+    sweep_members_free(names, n);
+    return SF_OK;
 }

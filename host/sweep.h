@@ -35,4 +35,14 @@ void sweep_member(const sweep_spec *sp, int i, char *name, int name_len,
 /* Writes <dir>/sweep.json: {"members": {name: {key: value}}}, durably. */
 int sweep_write_json(const char *dir, const sweep_spec *sp, sf_err *err);
 
+/* A directory holding sweep.json. */
+int sweep_is_dir(const char *dir);
+
+/* Member names from <dir>/sweep.json (free with sweep_members_free). */
+int sweep_members_read(const char *dir, char ***names, int *n, sf_err *err);
+void sweep_members_free(char **names, int n);
+
+/* The table `inspect` prints for a sweep dir: member, arch, k, n, FVU, L0, dead %, status. */
+int sweep_print_table(const char *dir, sf_err *err);
+
 #endif
