@@ -9,6 +9,7 @@
 #include <hdf5.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,9 @@
 #include <unistd.h>
 
 #include "../kernels/sf_check.h"
+
+/* Bytes of shard data read by this process (x and g, whole chunks as HDF5 reads them). */
+static _Atomic int64_t g_bytes_read;
 
 /* ---------------------------------------------------------------- half conversions */
 
@@ -664,10 +668,13 @@ static int read_piece(const shard_set *set, const shard_file *f, hid_t ds, const
     if (!ok)
         return sf_fail(err, SF_EINPUT, "%s: cannot read rows %lld..%lld of `%s` (damaged file?); %s", f->path,
                        (long long)r0, (long long)(r0 + n - 1), name, k_fix);
+    atomic_fetch_add(&g_bytes_read, (int64_t)(a1 - a0) * d * (int64_t)esz);
     if (!direct)
         convert_rows(set->dtype, (const char *)buf + (size_t)(r0 - a0) * (size_t)d * esz, out, (size_t)n * (size_t)d);
     return SF_OK;
 }
+
+int64_t shard_bytes_read(void) { return atomic_load(&g_bytes_read); }
 
 static int find_file(const shard_set *set, int64_t row)
 {

@@ -52,6 +52,8 @@ uint16_t shard_f32_to_bf16(float f);
 
 /* HDF5 is not thread-safe (hdf5-serial): every HDF5 call in the process goes between these
  * (recursive mutex; the first lock also silences HDF5's own error-stack printing). */
+/* Bytes of shard data this process has read so far (what a sweep saves is visible here). */
+int64_t shard_bytes_read(void);
 void shard_hdf5_lock(void);
 void shard_hdf5_unlock(void);
 

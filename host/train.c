@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../data/shard.h"
 #include "cmd.h"
 #include "config.h"
 #include "fsutil.h"
@@ -37,6 +38,7 @@ static void summary_solo(const trainer *t)
     if (m->meta.skipped_rows > 0)
         printf("skipped %lld rows with NaN/Inf values (data.bad_rows: skip)\n",
                (long long)m->meta.skipped_rows);
+    printf("read %lld bytes from shards\n", (long long)shard_bytes_read());
     printf("results: %s/final (SAELens layout), %s/stats, %s/metrics.jsonl\n", c->out_dir,
            c->out_dir, c->out_dir);
 }
@@ -59,6 +61,8 @@ static void summary_sweep(const trainer *t)
             printf("%-28s %-10s %5d %8d %8s %8s %7s %10s  diverged\n", m->name,
                    config_arch_name(m->cfg.sae.arch), m->cfg.sae.k, m->hp.n, "-", "-", "-", "-");
     }
+    printf("read %lld bytes from shards (one stream for all members; evals per member)\n",
+           (long long)shard_bytes_read());
     printf("results: %s/<member>/ (ordinary run directories), %s/frontier.svg, %s/sweep.json\n",
            t->sweep_dir, t->sweep_dir, t->sweep_dir);
 }

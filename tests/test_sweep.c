@@ -74,6 +74,14 @@ static void same_run(const char *a, const char *b)
     free(mb);
 }
 
+/* The "read N bytes from shards" figure of a train summary. */
+static long long read_bytes(const char *text)
+{
+    const char *p = strstr(text, "\nread ");
+    cr_assert(p, "no bytes line in: %s", text);
+    return atoll(p + 6);
+}
+
 static const char *make_data(const char *dir)
 {
     static char data[700];
@@ -110,6 +118,7 @@ Test(sweep, members_match_solo_runs_and_plots_exist, .timeout = 300)
     write_cfg(cfg, sw, data, 30, "sweep:\n  sae.k: [4, 8]\n  sae.arch: [topk, gsae]\n");
     cr_assert_eq(tcli_run(out, sizeof out, "%s train %s", tcli_bin(), cfg), 0, "%s", out);
     cr_assert(strstr(out, "k8-arch_gsae") && strstr(out, "FVU") && strstr(out, "tokens/s"), "%s", out);
+    long long sweep_bytes = read_bytes(out), solo_bytes = 0;
     static const char *const members[4][3] = {
         {"k4-arch_topk", "4", "topk"}, {"k4-arch_gsae", "4", "gsae"},
         {"k8-arch_topk", "8", "topk"}, {"k8-arch_gsae", "8", "gsae"}};
@@ -121,6 +130,7 @@ Test(sweep, members_match_solo_runs_and_plots_exist, .timeout = 300)
         int rc = tcli_run(out, sizeof out, "%s train %s --set out_dir=%s --set sae.k=%s --set sae.arch=%s",
                           tcli_bin(), base, solo, members[i][1], members[i][2]);
         cr_assert_eq(rc, 0, "%s", out);
+        solo_bytes += read_bytes(out);
         same_run(mem, solo);
         char svg[900];
         snprintf(svg, sizeof svg, "%s/curves.svg", mem);
@@ -128,6 +138,9 @@ Test(sweep, members_match_solo_runs_and_plots_exist, .timeout = 300)
         cr_assert(strstr(t, "<svg") && strstr(t, "</svg>") && strstr(t, "<polyline"), "%s", svg);
         free(t);
     }
+    /* one training stream: the sweep reads the training rows once, only evals are per member */
+    cr_assert(sweep_bytes > 0 && sweep_bytes * 2 < solo_bytes, "sweep read %lld bytes, 4 solo runs %lld",
+              sweep_bytes, solo_bytes);
     char path[900];
     snprintf(path, sizeof path, "%s/sweep.json", sw);
     char *j = read_text(path);
