@@ -160,7 +160,7 @@ static int64_t host_copy_bytes(int64_t d, int64_t n)
 int64_t trainer_host_bytes(const trainer *t, int64_t *device)
 {
     /* the shared batch (x, g) plus the stream's read-ahead of each */
-    int64_t host = 2LL * (1 + 4 + 1) * t->B * t->d * 4;
+    int64_t host = 2LL * (1 + 4 + 1 + 1) * t->B * t->d * 4; /* + the eval batch */
     int64_t dev = 0;
     for (int i = 0; i < t->n_members; i++) {
         const tr_member *m = &t->m[i];
@@ -240,14 +240,14 @@ static int evaluate(trainer *t, tr_member *m, sae_metrics *acc, int k, sf_err *e
     if (rc)
         return rc;
     for (;;) {
-        int got = shard_stream_next(st, t->x, want_g ? t->g : NULL, err);
+        int got = shard_stream_next(st, t->ex, want_g ? t->eg : NULL, err);
         if (got < 0) {
             shard_stream_free(st);
             return err->code ? err->code : SF_EINPUT;
         }
         if (got == 0)
             break;
-        m->be->eval_batch(m->be, t->x, want_g ? t->g : NULL, got, k, acc);
+        m->be->eval_batch(m->be, t->ex, want_g ? t->eg : NULL, got, k, acc);
     }
     shard_stream_free(st);
     acc->fvu = acc->fvu_den > 0 ? acc->fvu_num / acc->fvu_den : NAN;
@@ -496,7 +496,11 @@ int trainer_run(trainer *t, int resume, sf_err *err)
     size_t bd = (size_t)t->B * (size_t)t->d;
     t->x = malloc(sizeof(float) * bd);
     t->g = malloc(sizeof(float) * bd);
-    if (!t->x || !t->g)
+    /* eval batches get their own buffers: an eval between two members' steps must not
+     * overwrite the training batch the next member is about to see */
+    t->ex = t->have_eval ? malloc(sizeof(float) * bd) : NULL;
+    t->eg = t->have_eval ? malloc(sizeof(float) * bd) : NULL;
+    if (!t->x || !t->g || (t->have_eval && (!t->ex || !t->eg)))
         return sf_fail(err, SF_EINPUT, "cannot allocate the (%d, %d) batch buffers; lower "
                        "train.batch_tokens", t->B, t->d);
     for (int i = 0; i < t->n_members; i++) {
@@ -572,6 +576,8 @@ void trainer_free(trainer *t)
             sae_state_free(&m->s);
     }
     free(t->m);
+    free(t->ex);
+    free(t->eg);
     if (!t->lent) {
         free(t->x);
         free(t->g);

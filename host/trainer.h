@@ -45,6 +45,7 @@ typedef struct trainer {
     int d, B, want_g;        /* want_g: some member is gsae, so the stream delivers gradients */
     int64_t total_steps;
     float *x, *g;            /* (B, d) batch buffers shared by every member */
+    float *ex, *eg;          /* (B, d) eval batch buffers (only with an eval set) */
     int lent;                /* x, g are a solo member's backend buffers (not ours to free) */
     int n_members;
     tr_member *m;            /* (n_members) */

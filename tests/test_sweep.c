@@ -101,6 +101,7 @@ static void write_cfg(const char *path, const char *run, const char *data, int s
              "data:\n  path: %s\n  shuffle_buffer: 1000\n  eval_tokens: 512\n"
              "sae:\n  arch: topk\n  n_latents: 96\n  k: 4\n  dead_tokens: 1024\n  aux_k: 8\n"
              "train:\n  batch_tokens: 256\n  total_tokens: %d\n  lr: 0.002\n  threads: 2\n"
+             "  eval_every_steps: 10\n"
              "checkpoint:\n  every_steps: 10\n  keep: 1\n"
              "log:\n  every_steps: 1\n  progress: off\n%s",
              run, data, 256 * steps, sweep);
