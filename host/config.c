@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../kernels/sf_check.h"
 #include "fsutil.h"
@@ -351,12 +352,15 @@ static bool parse_f32(const char *s, float *out)
 {
     if (!*s || strspn(s, "+-0123456789.eE") != strlen(s) || !strpbrk(s, "0123456789"))
         return false;
+    /* strtof, not (float)strtod: the double rounding of the latter can land on the other float
+     * of a near tie, and the resolved dump (shortest text that strtof reads back) must reload
+     * to the same bits. A value that rounds past FLT_MAX is an overflow, not FLT_MAX. */
     char *end;
     errno = 0;
-    double d = strtod(s, &end);
-    if (*end || !isfinite(d) || fabs(d) > FLT_MAX)
+    float f = strtof(s, &end);
+    if (*end || !isfinite(f))
         return false;
-    *out = (float)d;
+    *out = f;
     return true;
 }
 
@@ -368,18 +372,12 @@ static void enum_list(const char *const *names, char *out, size_t outsz)
         used += (size_t)snprintf(out + used, used < outsz ? outsz - used : 0, "%s%s", i ? "|" : "", names[i]);
 }
 
-/* Shortens a value for quoting in a message. */
-static const char *clip(const char *s, char *buf, size_t bufsz)
-{
-    if (strlen(s) < bufsz)
-        return s;
-    snprintf(buf, bufsz, "%.*s...", (int)bufsz - 4, s);
-    return buf;
-}
+/* A value quoted in a message: escaped and cut (sf_quote). */
+static const char *clip(const char *s, char *buf, size_t bufsz) { return sf_quote_str(buf, bufsz, s); }
 
 static int parse_prefix_text(const char *s, int64_t *v, int *n, char *why, size_t whysz)
 {
-    char tmp[512], cb[48];
+    char tmp[512], cb[SF_QUOTE_MAX];
     if (strlen(s) >= sizeof tmp) {
         snprintf(why, whysz, "list too long; give at most %d sizes", SAE_MAX_PREFIXES);
         return -1;
@@ -418,7 +416,7 @@ static int key_assign(sf_config *c, int k, const vnode *v, char *why, size_t why
 {
     const key_def *kd = &KEYS[k];
     char *field = (char *)c + kd->off;
-    char cb[64];
+    char cb[SF_QUOTE_MAX];
     const char *t = v->text ? v->text : "";
     if (kd->kind != K_PREFIXES && v->seq) {
         snprintf(why, whysz, "expected a single value, got a list; write `%s: value`", leaf_of(kd->name));
@@ -470,6 +468,17 @@ static int key_assign(sf_config *c, int k, const vnode *v, char *why, size_t why
         if (strlen(s) >= SF_PATH_MAX) {
             snprintf(why, whysz, "value is %zu bytes long; use at most %d", strlen(s), SF_PATH_MAX - 1);
             return -1;
+        }
+        /* the resolved dump is YAML, which holds only UTF-8 text (a --set value may be any bytes) */
+        for (size_t i = 0, n = strlen(s); i < n;) {
+            uint32_t cp;
+            size_t l = sf_utf8_decode(s + i, n - i, &cp);
+            if (!l) {
+                snprintf(why, whysz, "'%s' is not UTF-8 text (byte %zu); rename the path or give it in UTF-8",
+                         clip(s, cb, sizeof cb), i);
+                return -1;
+            }
+            i += l;
         }
         memcpy(field, s, strlen(s) + 1);
         return 0;
@@ -610,8 +619,11 @@ static int scan_value(scan *s, int k, const char *name)
         const char *t = (const char *)ev.data.scalar.value;
         if (ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE && is_null_text(t))
             s->o->null[k] = true;
-        else if (kd->kind == K_PREFIXES)
-            rc = failk(s->err, s->o, k, "expected a list of integers, got '%.40s'; write it as [32, 128, 512]", t);
+        else if (kd->kind == K_PREFIXES) {
+            char q[SF_QUOTE_MAX];
+            rc = failk(s->err, s->o, k, "expected a list of integers, got '%s'; write it as [32, 128, 512]",
+                       sf_quote_str(q, sizeof q, t));
+        }
     } else if (ev.type == YAML_SEQUENCE_START_EVENT && kd->kind == K_PREFIXES) {
         for (;;) {
             yaml_event_t it;
@@ -880,7 +892,9 @@ static int apply_override(sf_config *c, origin *o, const char *ov, sf_err *err)
         while (!rc) {
             yaml_event_t ev;
             if (!yaml_parser_parse(&p, &ev)) {
-                rc = sf_fail(err, SF_EINPUT, "--set %s: cannot parse value '%.80s' (%s); quote it or fix it", key, val,
+                char q[SF_QUOTE_MAX];
+                rc = sf_fail(err, SF_EINPUT, "--set %s: cannot parse value '%s' (%s); quote it or fix it", key,
+                             sf_quote_str(q, sizeof q, val),
                              p.problem ? p.problem : "parse error");
                 break;
             }
@@ -901,8 +915,9 @@ static int apply_override(sf_config *c, origin *o, const char *ov, sf_err *err)
             } else if (ty == YAML_SEQUENCE_END_EVENT && state == 1) {
                 state = 2;
             } else if (ty == YAML_MAPPING_START_EVENT || ty == YAML_SEQUENCE_START_EVENT || ty == YAML_ALIAS_EVENT) {
-                rc = sf_fail(err, SF_EINPUT, "--set %s: expected a single value%s, got '%.80s'; quote it", key,
-                             KEYS[k].kind == K_PREFIXES ? " or a list [a,b,c]" : "", val);
+                char q[SF_QUOTE_MAX];
+                rc = sf_fail(err, SF_EINPUT, "--set %s: expected a single value%s, got '%s'; quote it", key,
+                             KEYS[k].kind == K_PREFIXES ? " or a list [a,b,c]" : "", sf_quote_str(q, sizeof q, val));
             } else if (ty == YAML_STREAM_END_EVENT) {
                 yaml_event_delete(&ev);
                 break;
@@ -960,6 +975,14 @@ static int missing(sf_err *err, const origin *o, int k, const char *example)
                      leaf_of(name), example, name);
     }
     return failk(err, o, k, "missing required key; add `%s: %s` (or --set %s=...)", name, example, name);
+}
+
+float config_default_lr(int64_t n) { return (float)(2e-4 / sqrt((double)n / 16384.0)); }
+
+int config_max_threads(void)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    return 4 * (int)(cores > 0 && cores < 1 << 20 ? cores : 1);
 }
 
 static int validate_impl(const sf_config *c, int d, const origin *o, sf_err *err)
@@ -1071,9 +1094,15 @@ static int validate_impl(const sf_config *c, int d, const origin *o, sf_err *err
                      c->train.k_start, c->sae.k, c->sae.k);
     if (c->train.k_start > 0 && n > 0 && c->train.k_start > n)
         return failk(err, o, kks, "%d exceeds the number of latents n = %" PRId64 "; lower it", c->train.k_start, n);
-    if (c->train.lr > 0 && c->train.lr_min > c->train.lr)
-        return failk(err, o, K("train.lr_min"), "%g is above train.lr = %g; use a floor <= lr",
-                     (double)c->train.lr_min, (double)c->train.lr);
+    /* against the lr the run will use: the default one once n is known */
+    float lr = c->train.lr > 0 ? c->train.lr : n > 0 ? config_default_lr(n) : 0;
+    if (lr > 0 && c->train.lr_min > lr)
+        return failk(err, o, K("train.lr_min"), "%.9g is above train.lr = %.9g%s; use a floor <= lr (or raise lr)",
+                     (double)c->train.lr_min, (double)lr, c->train.lr > 0 ? "" : " (the default for this n)");
+    int max_threads = config_max_threads();
+    if (c->train.threads > max_threads)
+        return failk(err, o, K("train.threads"), "%d is more than 4 x the %d online cores; use at most %d (0 = all "
+                     "cores)", c->train.threads, max_threads / 4, max_threads);
     if (c->data.eval_path[0] && c->data.eval_tokens > 0)
         return failk(err, o, K("data.eval_tokens"),
                      "is set together with data.eval_path; use one: eval_path for a separate set, or eval_tokens "
@@ -1198,7 +1227,7 @@ void config_resolve(sf_config *c, int d)
     if (c->sae.aux_k == 0)
         c->sae.aux_k = d / 2 > 0 ? d / 2 : 1;
     if (c->train.lr == 0 && n > 0)
-        c->train.lr = (float)(2e-4 / sqrt((double)n / 16384.0));
+        c->train.lr = config_default_lr(n);
     if (c->sae.arch == SAE_ARCH_MATRYOSHKA && c->sae.n_prefixes == 0 && n > 0) {
         int64_t cand[3] = {llround((double)n / 16.0), llround((double)n / 4.0), n};
         int g = 0;
@@ -1227,16 +1256,35 @@ static void fmt_float(float f, char *out, size_t outsz)
         snprintf(out + strlen(out), outsz - strlen(out), ".0");
 }
 
+/* Needs an escape inside a YAML double-quoted scalar: not printable for YAML (C0, DEL, C1,
+ * U+FFFE/U+FFFF), folded as a line break when read back (NEL, LS, PS), or a BOM. */
+static bool yaml_needs_escape(uint32_t cp)
+{
+    return cp < 0x20 || (cp >= 0x7f && cp < 0xa0) || cp == 0x2028 || cp == 0x2029 || cp == 0xfeff ||
+           cp == 0xfffe || cp == 0xffff;
+}
+
+/* s is valid UTF-8 (key_assign refuses anything else), so every code point has an escape
+ * that reads back as itself. */
 static void put_quoted(FILE *f, const char *s)
 {
     fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20 || *p == 0x7f)
+    const unsigned char *p = (const unsigned char *)s;
+    size_t left = strlen(s);
+    while (left) {
+        uint32_t cp;
+        size_t n = sf_utf8_decode(p, left, &cp);
+        if (n == 0) { /* only a caller that filled the struct itself gets here */
             fprintf(f, "\\x%02x", *p);
+            n = 1;
+        } else if (cp == '"' || cp == '\\')
+            fprintf(f, "\\%c", (int)cp);
+        else if (yaml_needs_escape(cp))
+            fprintf(f, cp < 0x100 ? "\\x%02x" : "\\u%04x", (unsigned)cp);
         else
-            fputc(*p, f);
+            fwrite(p, 1, n, f);
+        p += n;
+        left -= n;
     }
     fputc('"', f);
 }
@@ -1250,10 +1298,10 @@ int config_write(const sf_config *c, const char *path, sf_err *err)
         return sf_fail(err, SF_EFAIL, "%s: out of memory", path);
     fprintf(f, "# saeforge resolved config: every key, defaults filled in (see docs/config.md).\n");
     if (c->source[0]) {
-        fprintf(f, "# from: ");
-        for (const char *p = c->source; *p; p++)
-            fputc((unsigned char)*p < 0x20 ? '?' : *p, f);
-        fputc('\n', f);
+        /* escaped: a line break (or a byte that is not UTF-8) in the name would end the comment
+         * or make the whole file unreadable */
+        char q[3 * SF_PATH_MAX + 8];
+        fprintf(f, "# from: %s\n", sf_quote_str(q, sizeof q, c->source));
     }
     for (int k = 0; k < NKEYS; k++) {
         const key_def *kd = &KEYS[k];

@@ -89,6 +89,13 @@ void config_resolve(sf_config *c, int d);
 /* Writes the resolved config as YAML (every key, loadable by config_load) to path, durably. */
 int config_write(const sf_config *c, const char *path, sf_err *err);
 
+/* The default train.lr for n latents: 2e-4 / sqrt(n / 16384). */
+float config_default_lr(int64_t n);
+
+/* The largest train.threads accepted: 4 x the online cores (more only oversubscribes, and
+ * libgomp crashes creating tens of thousands of threads). */
+int config_max_threads(void);
+
 /* Names for enums, as in the YAML. */
 const char *config_arch_name(sae_arch a);
 
