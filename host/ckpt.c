@@ -459,6 +459,25 @@ static int get_array(const st_file *f, const char *name, st_dtype dt, int ndim, 
     return SF_OK;
 }
 
+/* Counters a damaged (or foreign) state file could hold that no run writes: a resume from
+ * them would index data or schedules out of range. */
+static int check_counters(const char *path, const ckpt_meta *m, sf_err *err)
+{
+    if (m->step < 0 || m->tokens_seen < 0 || m->data_epoch < 0 || m->data_position < 0 || m->skipped_rows < 0 ||
+        m->scale_batches < 0)
+        return sf_fail(err, SF_EINPUT, "%s: negative counter (step %lld, tokens_seen %lld, data_epoch %lld, "
+                       "data_position %lld, skipped_rows %lld, scale_batches %lld); the checkpoint is damaged, "
+                       "resume from another one or start over", path, (long long)m->step, (long long)m->tokens_seen,
+                       (long long)m->data_epoch, (long long)m->data_position, (long long)m->skipped_rows,
+                       (long long)m->scale_batches);
+    if (!(m->input_scale > 0 && m->input_scale <= 3.4e38f) || !(m->elapsed_s >= 0 && m->elapsed_s < 1e300) ||
+        !(m->scale_norm_sum >= 0 && m->scale_norm_sum < 1e300))
+        return sf_fail(err, SF_EINPUT, "%s: input_scale %g, scale_norm_sum %g or elapsed_s %g is out of range; the "
+                       "checkpoint is damaged, resume from another one or start over", path,
+                       (double)m->input_scale, m->scale_norm_sum, m->elapsed_s);
+    return SF_OK;
+}
+
 int ckpt_peek(const char *ckpt_dir, ckpt_meta *m, sf_err *err)
 {
     char path[4096];
@@ -493,7 +512,7 @@ int ckpt_peek(const char *ckpt_dir, ckpt_meta *m, sf_err *err)
     if (!rc && st_get(&f, "elapsed_s"))
         rc = get_scalar(&f, "elapsed_s", ST_F64, &m->elapsed_s, err);
     st_file_free(&f);
-    return rc;
+    return rc ? rc : check_counters(path, m, err);
 }
 
 int ckpt_load(const char *ckpt_dir, sae_params *p, sae_state *s, ckpt_meta *m, sf_err *err)
@@ -570,5 +589,8 @@ int ckpt_load(const char *ckpt_dir, sae_params *p, sae_state *s, ckpt_meta *m, s
     if (rc)
         return rc;
     memcpy(m->rng, rng, sizeof rng);
-    return SF_OK;
+    if (s->adam_t < 0 || !(s->theta == s->theta))
+        return sf_fail(err, SF_EINPUT, "%s: adam_t %lld or theta %g is out of range; the checkpoint is damaged, "
+                       "resume from another one or start over", path, (long long)s->adam_t, (double)s->theta);
+    return check_counters(path, m, err);
 }

@@ -497,10 +497,11 @@ static const jv *jget(const jv *o, const char *key)
 
 static int damaged(sf_err *err, const char *path, const char *what, const char *name)
 {
+    char q[SF_QUOTE_MAX];
     if (name)
         return sf_fail(err, SF_EINPUT,
                        "%s: damaged safetensors file (tensor `%s`: %s); re-create it or point to another file",
-                       path, name, what);
+                       path, sf_quote_str(q, sizeof q, name), what);
     return sf_fail(err, SF_EINPUT, "%s: damaged safetensors file (%s); re-create it or point to another file",
                    path, what);
 }
@@ -569,6 +570,12 @@ static int parse_header(st_file *f, const char *path, const char *hdr, size_t hl
             f->meta = calloc((size_t)(v->n ? v->n : 1), sizeof *f->meta);
             SF_CHECK(f->meta);
             for (int k = 0; k < v->n; k++) {
+                /* a lookup finds the first of two equal keys, a rewrite keeps the last */
+                for (int q = 0; q < k && rc == SF_OK; q++)
+                    if (!strcmp(v->keys[q], v->keys[k]))
+                        rc = damaged(err, path, "duplicate key in __metadata__", v->keys[k]);
+                if (rc != SF_OK)
+                    break;
                 if (v->items[k].kind != JV_STR) {
                     rc = damaged(err, path, "__metadata__ value is not a string", NULL);
                     break;
