@@ -532,15 +532,55 @@ static void copy_str(char *dst, size_t cap, const char *s)
     dst[l] = '\0';
 }
 
+/* A whole number from a foreign cfg.json, range-checked before it is converted (a null or
+ * absent key gives def). */
+static int cfg_int(const json_value *o, const char *key, int64_t lo, int64_t hi, int64_t def, int64_t *out,
+                   const char *path, sf_err *err)
+{
+    const json_value *m = json_get(o, key);
+    if (m && m->type == JSON_NULL)
+        m = NULL;
+    if (!m || !json_get_int(o, key, lo, hi, def, out)) {
+        if (!m)
+            *out = def;
+        return SF_OK;
+    }
+    char shown[48];
+    if (m->type == JSON_NUM)
+        snprintf(shown, sizeof shown, "%.6g", m->num);
+    else
+        snprintf(shown, sizeof shown, "not a number");
+    return sf_fail(err, SF_EINPUT, "%s: `%s` is %s; expected a whole number in %lld..%lld; fix the file or "
+                   "export the SAE again", path, key, shown, (long long)lo, (long long)hi);
+}
+
+/* k from the safetensors metadata of our own jumprelu exports ("k": "32"), checked like cfg_int. */
+static int meta_k(const st_file *f, int64_t n, int64_t *k, sf_err *err)
+{
+    const char *v = st_get_meta(f, "k");
+    if (!v)
+        return SF_OK;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (end == v || *end || errno || x < 0 || x > n) {
+        char q[SF_QUOTE_MAX];
+        return sf_fail(err, SF_EINPUT, "%s: metadata k = '%s' is not a whole number in 0..%lld; fix the file or "
+                       "export the SAE again", f->path, sf_quote_str(q, sizeof q, v), (long long)n);
+    }
+    *k = x;
+    return SF_OK;
+}
+
 /* An export dir: SAELens (W_enc [d, n]) or sparsify (encoder.weight [n, d]). */
 static int load_export_dir(const char *dir, sae_loaded *s, sf_err *err)
 {
-    char path[4300];
+    char path[4300], cfg_path[4300];
     json_value cfg;
     memset(&cfg, 0, sizeof cfg);
-    int rc = join(path, sizeof path, dir, "cfg.json", err);
-    if (!rc && fs_exists(path))
-        rc = read_json_file(path, &cfg, err);
+    int rc = join(cfg_path, sizeof cfg_path, dir, "cfg.json", err);
+    if (!rc && fs_exists(cfg_path))
+        rc = read_json_file(cfg_path, &cfg, err);
     if (rc)
         return rc;
     if (!(rc = join(path, sizeof path, dir, "sae.safetensors", err)) && !fs_exists(path))
@@ -560,8 +600,10 @@ static int load_export_dir(const char *dir, sae_loaded *s, sf_err *err)
         s->d = (int)d;
         s->n = (int)n;
         s->arch = SAE_ARCH_TOPK;
-        s->k = (int)json_get_num(&cfg, "k", 0);
-        rc = take_f32(&f, "encoder.weight", 2, n, d, &s->p.W_enc, err);
+        int64_t k = 0;
+        rc = cfg_int(&cfg, "k", 0, n, 0, &k, cfg_path, err);
+        s->k = (int)k;
+        if (!rc) rc = take_f32(&f, "encoder.weight", 2, n, d, &s->p.W_enc, err);
         if (!rc) rc = take_f32(&f, "encoder.bias", 1, n, 0, &s->p.b_enc, err);
     } else if (st_get(&f, "W_enc")) {
         snprintf(s->kind, sizeof s->kind, "saelens");
@@ -582,15 +624,27 @@ static int load_export_dir(const char *dir, sae_loaded *s, sf_err *err)
                    (!strcmp(arch, "standard") && !strcmp(json_get_str(&cfg, "activation_fn_str", ""), "topk"))) {
             s->arch = SAE_ARCH_TOPK; /* SAELens 5.x saves a TopK SAE as standard + activation_fn topk */
         } else {
+            char q[SF_QUOTE_MAX];
             rc = sf_fail(err, SF_EINPUT, "%s: architecture '%s' is not one saeforge runs (topk, jumprelu, "
-                         "standard with activation_fn topk)", dir, arch);
+                         "standard with activation_fn topk)", dir, sf_quote_str(q, sizeof q, arch));
             goto out;
         }
-        s->k = (int)json_get_num(&cfg, "k", 0);
-        if (!s->k)
-            s->k = (int)json_get_num(json_get(&cfg, "activation_fn_kwargs"), "k", 0);
-        if (!s->k && st_get_meta(&f, "k")) /* jumprelu cfg has no k: our own exports keep it here */
-            s->k = atoi(st_get_meta(&f, "k"));
+        int64_t k = 0, cs = -1, tokens = 0;
+        rc = cfg_int(&cfg, "k", 0, n, 0, &k, cfg_path, err);
+        if (!rc && !k)
+            rc = cfg_int(json_get(&cfg, "activation_fn_kwargs"), "k", 0, n, 0, &k, cfg_path, err);
+        if (!rc && !k) /* jumprelu cfg has no k: our own exports keep it here */
+            rc = meta_k(&f, n, &k, err);
+        s->k = (int)k;
+        /* 2^53: what a double holds exactly */
+        const int64_t big = (int64_t)1 << 53;
+        if (!rc) rc = cfg_int(&cfg, "context_size", -1, big, -1, &cs, cfg_path, err);
+        if (!rc) rc = cfg_int(meta, "context_size", -1, big, cs, &cs, cfg_path, err);
+        if (!rc) rc = cfg_int(meta, "training_tokens", 0, big, 0, &tokens, cfg_path, err);
+        if (rc)
+            goto out;
+        s->context_size = cs > 0 ? cs : -1;
+        s->tokens_seen = tokens;
         float *wt = NULL;
         rc = take_f32(&f, "W_enc", 2, d, n, &wt, err);
         if (!rc) {
@@ -619,13 +673,19 @@ static int load_export_dir(const char *dir, sae_loaded *s, sf_err *err)
         copy_str(s->hook, sizeof s->hook, (v = json_get_str(meta, "hook_name", NULL)) ? v : json_get_str(&cfg, "hook_name", ""));
         copy_str(s->dataset_path, sizeof s->dataset_path,
                  (v = json_get_str(meta, "dataset_path", NULL)) ? v : json_get_str(&cfg, "dataset_path", ""));
-        double cs = json_get_num(meta, "context_size", json_get_num(&cfg, "context_size", -1));
-        s->context_size = cs > 0 ? (int64_t)cs : -1;
-        s->tokens_seen = (int64_t)json_get_num(meta, "training_tokens", 0);
     } else {
         rc = sf_fail(err, SF_EINPUT, "%s has neither W_enc (SAELens) nor encoder.weight (sparsify)", path);
         goto out;
     }
+    /* widths the cfg states must be the tensors' own */
+    const char *n_key = strcmp(s->kind, "sparsify") ? "d_sae" : "num_latents";
+    int64_t cd = d, cn = n;
+    if (!rc) rc = cfg_int(&cfg, "d_in", 1, INT32_MAX, d, &cd, cfg_path, err);
+    if (!rc) rc = cfg_int(&cfg, n_key, strcmp(n_key, "num_latents") ? 1 : 0, INT32_MAX, n, &cn, cfg_path, err);
+    if (!rc && (cd != d || (cn != n && !(cn == 0 && !strcmp(n_key, "num_latents")))))
+        rc = sf_fail(err, SF_EINPUT, "%s: d_in %lld / %s %lld disagree with the weights (d %lld, n %lld); fix the "
+                     "file or export the SAE again", cfg_path, (long long)cd, n_key, (long long)cn, (long long)d,
+                     (long long)n);
     if (!rc) rc = take_f32(&f, "W_dec", 2, n, d, &s->p.W_dec, err);
     if (!rc) rc = take_f32(&f, "b_dec", 1, d, 0, &s->p.b_dec, err);
     if (!rc && !strcmp(s->kind, "saelens")) {

@@ -485,3 +485,17 @@ double json_get_num(const json_value *v, const char *key, double def)
     const json_value *m = json_get(v, key);
     return m && m->type == JSON_NUM ? m->num : def;
 }
+
+int json_get_int(const json_value *v, const char *key, int64_t lo, int64_t hi, int64_t def, int64_t *out)
+{
+    const json_value *m = json_get(v, key);
+    if (!m) {
+        *out = def;
+        return 0;
+    }
+    /* the bounds as doubles are exact for |x| <= 2^53, which covers every field read this way */
+    if (m->type != JSON_NUM || !(m->num >= (double)lo && m->num <= (double)hi) || m->num != floor(m->num))
+        return -1;
+    *out = (int64_t)m->num;
+    return 0;
+}

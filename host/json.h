@@ -61,5 +61,9 @@ const json_value *json_get(const json_value *v, const char *key);
 /* Convenience: string / number member or a default when absent or of another type. */
 const char *json_get_str(const json_value *v, const char *key, const char *def);
 double json_get_num(const json_value *v, const char *key, double def);
+/* An integer member checked before any conversion: 0 with *out = def when absent, 0 with the
+ * value when it is a whole number in [lo, hi], -1 when it is present but of another type,
+ * fractional or out of range (what a foreign file may hold: k: 1e300). */
+int json_get_int(const json_value *v, const char *key, int64_t lo, int64_t hi, int64_t def, int64_t *out);
 
 #endif
