@@ -96,7 +96,7 @@ $(BUILD)/tests/emu_%.o: tests/%.c | $(DEPS_STAMP)
 	$(CC) $(CFLAGS) $(EMU_FLAGS) -c $< -o $@
 TEST_LINK = $(BUILD)/emu/backend_open.o $(TEST_HELPER_OBJ) $(BUILD)/libsaeforge.a $(BUILD)/libsaeforge_emu.a
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_LINK) $(BUILD)/saeforge
-	$(CXX) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(CRIT_LIBS) $(LDLIBS)
+	$(CXX) $(LDFLAGS) $(filter %.o,$^) $(filter %.a,$^) -o $@ $(CRIT_LIBS) $(LDLIBS)
 
 # Every suite runs; the summary line counts suites. SF_TEST_FILTER=name runs one suite.
 test-unit: $(TEST_BIN) $(BUILD)/saeforge
@@ -145,6 +145,7 @@ clean:
 	rm -rf build build-asan build-tsan
 
 -include $(wildcard kernels/emu/*.mk bench/*.mk)
+-include tests/fuzz/fuzz.mk
 -include tests/interop/interop.mk
 # venvs under $(BUILD) (test-interop) hold folders named *.d: prune them, keep files only
 -include $(shell find $(BUILD) -path '$(BUILD)/venv*' -prune -o -name '*.d' -type f -print 2>/dev/null)

@@ -1,0 +1,53 @@
+# Fuzz harnesses (included by the Makefile). libFuzzer needs clang; `make test` does not:
+# tests/test_fuzz_corpus.c replays the kept corpora through the same harness code under gcc.
+#   make fuzz                        install clang + libFuzzer if missing, run every harness
+#                                    FUZZ_SECONDS (default 60) each, one after another
+#   make fuzz FUZZ_TARGETS=config    only some harnesses (config safetensors ckpt shard)
+#   make fuzz-build                  only build the libFuzzer binaries ($(BUILD)/fuzz/fuzz_<h>)
+# A crash or round-trip mismatch stops the run and leaves the input in $(BUILD)/fuzz/artifacts/<h>/;
+# keep it (after the fix) in tests/fuzz/corpus/<h>/ so `make test` replays it from then on.
+
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= config safetensors ckpt shard
+FUZZ_DIR     := $(BUILD)/fuzz
+FUZZ_LIB_SRC := host/config.c host/fsutil.c host/sf_err.c host/safetensors.c host/ckpt.c host/crc32c.c \
+                data/shard.c kernels/sae_alloc.c
+FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) -Wall -Wextra \
+                -Wno-unused-parameter -Wno-unknown-pragmas -DSF_LIBFUZZER -I. $(PKG_CFLAGS)
+FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/%.o) $(FUZZ_DIR)/tests/fuzz/fuzz_common.o
+FUZZ_BIN     := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
+FUZZ_STAMP   := $(FUZZ_DIR)/.clang-ok
+# The harness objects the corpus suite links (compiled by gcc with the test flags).
+FUZZ_GCC_OBJ := $(patsubst %,$(BUILD)/tests/fuzz/%.o,fuzz_common fuzz_config fuzz_safetensors fuzz_ckpt fuzz_shard)
+
+.PHONY: fuzz fuzz-build fuzz-deps
+fuzz-deps: $(FUZZ_STAMP)
+$(FUZZ_STAMP):
+	@sh tests/fuzz/deps.sh $(FUZZ_CC)
+	@mkdir -p $(dir $@) && touch $@
+
+$(FUZZ_DIR)/%.o: %.c | $(FUZZ_STAMP) $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/tests/fuzz/fuzz_%.o $(FUZZ_LIB_OBJ)
+	$(FUZZ_CC) -fsanitize=fuzzer,address,undefined $^ -o $@ $(PKG_LIBS) -lpthread -lm
+
+fuzz-build: $(FUZZ_BIN)
+
+# Each harness starts from a copy of its kept corpus (new inputs libFuzzer finds stay in the copy).
+fuzz: $(FUZZ_BIN)
+	@set -e; for h in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/work/$$h $(FUZZ_DIR)/artifacts/$$h; \
+	  cp -n tests/fuzz/corpus/$$h/* $(FUZZ_DIR)/work/$$h/ 2>/dev/null || true; \
+	  echo "== fuzz $$h: $(FUZZ_SECONDS) s"; \
+	  dict=; [ -f tests/fuzz/$$h.dict ] && dict=-dict=tests/fuzz/$$h.dict; \
+	  $(FUZZ_DIR)/fuzz_$$h $$dict -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=20 -rss_limit_mb=2048 \
+	    -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$h/ $(FUZZ_FLAGS) \
+	    $(FUZZ_DIR)/work/$$h 2>$(FUZZ_DIR)/$$h.log || { tail -n 40 $(FUZZ_DIR)/$$h.log; exit 1; }; \
+	  grep -E '^stat::(number_of_executed_units|peak_rss_mb)|^#[0-9]+ *DONE' $(FUZZ_DIR)/$$h.log || true; \
+	done
+
+$(BUILD)/tests/test_fuzz_corpus: $(FUZZ_GCC_OBJ)
