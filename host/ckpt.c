@@ -64,8 +64,9 @@ static int verify_crc(const st_file *f, char *why, size_t why_len)
     snprintf(got, sizeof got, "%08x", payload_crc(f->t, f->n));
     if (!strcmp(got, want))
         return 0;
-    snprintf(why, why_len, "%s: payload checksum %s does not match the recorded %.8s: the file "
-             "was altered or corrupted after it was written", f->path, got, want);
+    char qw[24];
+    snprintf(why, why_len, "%s: payload checksum %s does not match the recorded %s: the file "
+             "was altered or corrupted after it was written", f->path, got, sf_quote_str(qw, sizeof qw, want));
     return -1;
 }
 
@@ -536,11 +537,12 @@ int ckpt_load(const char *ckpt_dir, sae_params *p, sae_state *s, ckpt_meta *m, s
         return rc;
     }
     const char *arch = st_get_meta(&f, "arch");
+    char qa[SF_QUOTE_MAX];
     if (m->arch[0] && (!arch || strcmp(arch, m->arch) != 0)) {
         rc = sf_fail(err, SF_EINPUT,
                      "checkpoint %s is of arch '%s' but this run is '%s'; resume with the config "
                      "it was written with or use a new out_dir",
-                     ckpt_dir, arch ? arch : "(none)", m->arch);
+                     ckpt_dir, sf_quote_str(qa, sizeof qa, arch ? arch : "(none)"), m->arch);
         st_file_free(&f);
         return rc;
     }

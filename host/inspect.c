@@ -45,15 +45,16 @@ static int inspect_safetensors(const char *path)
     if (st_read(path, &f, &err))
         return cli_error(2, "%s", err.msg);
     printf("safetensors file %s: %d tensor%s, %zu bytes\n", path, f.n, f.n == 1 ? "" : "s", f.len);
+    char q[256], q2[256];
     for (int i = 0; i < f.n; i++) {
-        printf("  %-24s %-5s ", f.t[i].name, st_dtype_name(f.t[i].dtype));
+        printf("  %-24s %-5s ", sf_quote_str(q, sizeof q, f.t[i].name), st_dtype_name(f.t[i].dtype));
         print_shape(f.t[i].shape, f.t[i].ndim);
         printf("\n");
     }
     if (f.n_meta) {
         printf("metadata:\n");
         for (int i = 0; i < f.n_meta; i++)
-            printf("  %s = %s\n", f.meta[i].key, f.meta[i].value);
+            printf("  %s = %s\n", sf_quote_str(q, sizeof q, f.meta[i].key), sf_quote_str(q2, sizeof q2, f.meta[i].value));
     }
     st_file_free(&f);
     return 0;
@@ -70,8 +71,11 @@ static int inspect_shards(const char *spec)
            set.n_files, set.n_files == 1 ? "" : "s", set.rows, set.d, shard_dtype_name(set.dtype),
            set.has_gradients ? "yes" : "no", set.has_tokens ? "yes" : "no");
     if (set.model[0] || set.hook[0] || set.context_size >= 0)
-        printf("attributes: model '%s', hook '%s', context_size %" PRId64 "\n", set.model, set.hook,
-               set.context_size);
+    {
+        char qm[SF_QUOTE_MAX * 2], qh[SF_QUOTE_MAX * 2];
+        printf("attributes: model '%s', hook '%s', context_size %" PRId64 "\n",
+               sf_quote_str(qm, sizeof qm, set.model), sf_quote_str(qh, sizeof qh, set.hook), set.context_size);
+    }
     int show = set.n_files <= 20 ? set.n_files : 10;
     for (int i = 0; i < show; i++) {
         const shard_file *f = &set.files[i];
@@ -96,14 +100,34 @@ static int describe_checkpoint(const char *dir, const char *indent)
         printf("%scheckpoint %s: unreadable (%s)\n", indent, dir, err.msg);
         return -1;
     }
+    char qa[SF_QUOTE_MAX];
     printf("%scheckpoint %s: step %" PRId64 ", %" PRId64 " tokens, arch %s, d=%d, n=%d, input scale %g, "
            "%.1f s trained%s\n",
-           indent, dir, m.step, m.tokens_seen, m.arch[0] ? m.arch : "?", m.d, m.n, m.input_scale, m.elapsed_s,
+           indent, dir, m.step, m.tokens_seen, sf_quote_str(qa, sizeof qa, m.arch[0] ? m.arch : "?"), m.d, m.n, m.input_scale, m.elapsed_s,
            has_file(dir, "DONE") ? "" : " (no DONE marker: incomplete)");
     return 0;
 }
 
-static void describe_export(const char *dir, const char *indent)
+/* A count a foreign cfg.json states, shown only once it is a whole number in range. */
+static int cfg_count(const json_value *v, const char *key, const char *path, int64_t *out)
+{
+    if (!json_get_int(v, key, 0, INT32_MAX, 0, out))
+        return 0;
+    const json_value *m = json_get(v, key);
+    if (m->type == JSON_NULL) {
+        *out = 0;
+        return 0;
+    }
+    char shown[48] = "not a number";
+    if (m->type == JSON_NUM)
+        snprintf(shown, sizeof shown, "%.6g", m->num);
+    cli_error(2, "%s: `%s` is %s; expected a whole number in 0..%d; fix the file or export the SAE again", path,
+              key, shown, INT32_MAX);
+    return -1;
+}
+
+/* One line about an export dir; returns 2 (after the error line) when its cfg.json is unusable. */
+static int describe_export(const char *dir, const char *indent)
 {
     char path[4400];
     snprintf(path, sizeof path, "%s/cfg.json", dir);
@@ -114,34 +138,48 @@ static void describe_export(const char *dir, const char *indent)
     char why[128];
     if (fs_read_all(path, &buf, &len, &err)) {
         printf("%s%s: %s\n", indent, path, err.msg);
-        return;
+        return 0;
     }
     if (json_parse(buf, len, &v, why, sizeof why)) {
         printf("%s%s: not valid JSON (%s)\n", indent, path, why);
         free(buf);
-        return;
+        return 0;
     }
     free(buf);
-    if (json_get(&v, "num_latents")) {
-        printf("%ssparsify export %s: d_in %.0f, num_latents %.0f, k %.0f\n", indent, dir,
-               json_get_num(&v, "d_in", 0), json_get_num(&v, "num_latents", 0), json_get_num(&v, "k", 0));
+    int64_t d = 0, n = 0, k = 0;
+    int sparsify = json_get(&v, "num_latents") != NULL;
+    if (cfg_count(&v, "d_in", path, &d) || cfg_count(&v, sparsify ? "num_latents" : "d_sae", path, &n) ||
+        cfg_count(&v, "k", path, &k)) {
+        json_value_free(&v);
+        return 2;
+    }
+    char q1[SF_QUOTE_MAX], q2[SF_QUOTE_MAX], q3[SF_QUOTE_MAX];
+    if (sparsify) {
+        printf("%ssparsify export %s: d_in %lld, num_latents %lld, k %lld\n", indent, dir, (long long)d,
+               (long long)n, (long long)k);
     } else {
         const json_value *meta = json_get(&v, "metadata");
-        printf("%sSAELens export %s: architecture %s, d_in %.0f, d_sae %.0f", indent, dir,
-               json_get_str(&v, "architecture", "?"), json_get_num(&v, "d_in", 0), json_get_num(&v, "d_sae", 0));
+        printf("%sSAELens export %s: architecture %s, d_in %lld, d_sae %lld", indent, dir,
+               sf_quote_str(q1, sizeof q1, json_get_str(&v, "architecture", "?")), (long long)d, (long long)n);
         const char *act = json_get_str(&v, "activation_fn_str", NULL);
         if (act && strcmp(act, json_get_str(&v, "architecture", "")))
-            printf(", activation %s", act); /* SAELens 5.x: standard + topk */
+            printf(", activation %s", sf_quote_str(q2, sizeof q2, act)); /* SAELens 5.x: standard + topk */
         const json_value *kw = json_get(&v, "activation_fn_kwargs");
+        if (!json_get(&v, "k") && json_get(kw, "k") && cfg_count(kw, "k", path, &k)) {
+            json_value_free(&v);
+            return 2;
+        }
         if (json_get(&v, "k") || json_get(kw, "k"))
-            printf(", k %.0f", json_get_num(&v, "k", json_get_num(kw, "k", 0)));
+            printf(", k %lld", (long long)k);
         const char *model = json_get_str(meta, "model_name", json_get_str(&v, "model_name", NULL));
         const char *hook = json_get_str(meta, "hook_name", json_get_str(&v, "hook_name", NULL));
         if (model || hook)
-            printf(", model %s, hook %s", model ? model : "?", hook ? hook : "?");
+            printf(", model %s, hook %s", sf_quote_str(q2, sizeof q2, model ? model : "?"),
+                   sf_quote_str(q3, sizeof q3, hook ? hook : "?"));
         printf("%s\n", has_file(dir, "sparsity.safetensors") ? ", with sparsity" : "");
     }
     json_value_free(&v);
+    return 0;
 }
 
 static void last_line(const char *path, char *out, size_t cap)
@@ -193,9 +231,10 @@ static int inspect_run(const char *dir)
     else
         printf("  checkpoints: %s\n", err.msg);
     snprintf(path, sizeof path, "%s/final", dir);
-    if (fs_is_dir(path))
-        describe_export(path, "  final: ");
-    else
+    if (fs_is_dir(path)) {
+        if (describe_export(path, "  final: "))
+            return 2;
+    } else
         printf("  final: not written (the run has not finished)\n");
     snprintf(path, sizeof path, "%s/stats/feature_stats.h5", dir);
     printf("  stats: %s\n", fs_exists(path) ? "stats/feature_stats.h5, stats/feature_stats.csv" : "none");
@@ -233,7 +272,8 @@ int cmd_inspect(int argc, char **argv)
         /* sae_weights.safetensors alone: saved by SAELens' save_model */
         const char *weights = has_file(path, "sae.safetensors") ? "sae.safetensors" : "sae_weights.safetensors";
         if (has_file(path, "cfg.json") && has_file(path, weights)) {
-            describe_export(path, "");
+            if (describe_export(path, ""))
+                return 2;
             char p[4400];
             snprintf(p, sizeof p, "%s/%s", path, weights);
             return inspect_safetensors(p);
