@@ -10,6 +10,7 @@
 
 #include "data/shard_write.h"
 #include "helpers/cli.h"
+#include "host/config.h"
 #include "host/fsutil.h"
 
 static char out[65536];
@@ -368,4 +369,112 @@ Test(cli, synth_bad_dtype)
     const char *want[] = {"--dtype", "f64", "bf16", NULL};
     EXPECT_BAD(dir, want, "%s synth --out %s/s --dtype f64", tcli_bin(), dir);
     tcli_run(NULL, 0, "rm -rf %s", dir);
+}
+
+/* ---- issue 9 §5: bounds and quoting ---------------------------------------------------------- */
+
+Test(cli, threads_above_bound_refused)
+{
+    fx f;
+    fx_init(&f, 0);
+    char want_max[64];
+    snprintf(want_max, sizeof want_max, "at most %ld", 4 * sysconf(_SC_NPROCESSORS_ONLN));
+    const char *want[] = {"--set train.threads", "100000", "online cores", want_max, NULL};
+    EXPECT_BAD(f.run, want, "%s train %s --set train.threads=100000", tcli_bin(), f.cfg);
+    fx_free(&f);
+}
+
+Test(cli, lr_min_above_resolved_lr_refused)
+{
+    fx f;
+    fx_init(&f, 0);
+    /* n_latents 32 in the file: default lr 2e-4 / sqrt(32 / 16384) = 0.00452548, known at load */
+    const char *want[] = {"train.lr_min", "5.0 is above train.lr = 0.00452548", NULL};
+    EXPECT_BAD(f.run, want, "%s train %s --set train.lr_min=5 --set train.schedule=cosine", tcli_bin(), f.cfg);
+    /* n = expansion * d: known once the shards are open (d = 16 -> n = 32), still before the run dir */
+    const char *want2[] = {"train.lr_min", "(the default for this n)", NULL};
+    EXPECT_BAD(f.run, want2, "%s train %s --set sae.n_latents=0 --set sae.expansion=2 --set train.lr_min=5",
+               tcli_bin(), f.cfg);
+    fx_free(&f);
+}
+
+/* A NEL (U+0085) in out_dir: the run trains, and its config.yaml loads back to the same bytes. */
+Test(cli, resolved_config_reloads_with_odd_path)
+{
+    fx f;
+    fx_init(&f, 0);
+    char run[700], cfg[800];
+    snprintf(run, sizeof run, "%s/r\xc2\x85n", f.dir);
+    cr_assert_eq(tcli_run(out, sizeof out, "%s train %s --set 'out_dir=%s' --set train.total_tokens=512", tcli_bin(),
+                          f.cfg, run), 0, "%s", out);
+    snprintf(cfg, sizeof cfg, "%s/config.yaml", run);
+    sf_config c;
+    sf_err err = {0};
+    cr_assert_eq(config_load(cfg, NULL, 0, &c, &err), SF_OK, "%s", err.msg);
+    cr_assert_str_eq(c.out_dir, run);
+    fx_free(&f);
+}
+
+/* A safetensors file whose names and metadata hold terminal escapes and newlines. */
+static void write_evil_safetensors(const char *path, const char *dtype)
+{
+    /* hand-written header: the writer would not produce an unknown dtype */
+    char hdr[512];
+    int hl = snprintf(hdr, sizeof hdr,
+                      "{\"__metadata__\":{\"model\":\"gpt\\u001b[2J\\nx\"},"
+                      "\"ev\\u001b]0;pwned\\u0007il\\nname\":{\"dtype\":\"%s\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+                      dtype);
+    FILE *fp = fopen(path, "wb");
+    cr_assert_not_null(fp);
+    uint64_t n = (uint64_t)hl;
+    fwrite(&n, 8, 1, fp);
+    fwrite(hdr, 1, (size_t)hl, fp);
+    fwrite("\0\0\0\0", 1, 4, fp);
+    fclose(fp);
+}
+
+static void assert_no_control_bytes(const char *s)
+{
+    for (const char *p = s; *p; p++)
+        cr_assert(*p == '\n' || ((unsigned char)*p >= 0x20 && *p != 0x7f), "raw control byte 0x%02x in:\n%s",
+                  (unsigned char)*p, s);
+}
+
+Test(cli, inspect_escapes_foreign_bytes)
+{
+    const char *dir = tcli_tmpdir(1);
+    char p[600];
+    snprintf(p, sizeof p, "%s/evil.safetensors", dir);
+    write_evil_safetensors(p, "F32");
+    cr_assert_eq(tcli_run(out, sizeof out, "%s inspect %s", tcli_bin(), p), 0, "%s", out);
+    assert_no_control_bytes(out);
+    cr_assert(strstr(out, "ev\\x1b]0;pwned\\x07il\\x0aname") && strstr(out, "gpt\\x1b[2J\\x0ax"), "%s", out);
+    /* the same name in a damaged entry: one escaped line, exit 2 */
+    write_evil_safetensors(p, "F33");
+    const char *want[] = {"evil.safetensors", "ev\\x1b]0;pwned\\x07il\\x0aname", "unknown dtype", NULL};
+    EXPECT_BAD(dir, want, "%s inspect %s", tcli_bin(), p);
+    assert_no_control_bytes(out);
+    tcli_run(NULL, 0, "rm -rf %s", dir);
+}
+
+/* A foreign cfg.json with k: 1e300 (or a d_in that is not the weights'): one line, exit 2,
+ * from compare, inspect and stats, before any conversion (UBSan runs this in test-asan). */
+Test(cli, foreign_cfg_numbers_range_checked)
+{
+    fx f;
+    fx_init(&f, 0);
+    cr_assert_eq(tcli_run(out, sizeof out, "%s train %s --set train.total_tokens=512", tcli_bin(), f.cfg),
+                 0, "%s", out);
+    char fin[700];
+    snprintf(fin, sizeof fin, "%s/final", f.run);
+    cr_assert_eq(tcli_run(out, sizeof out, "sed -i 's/\"k\": 4,/\"k\": 1e300,/' %s/cfg.json && grep -c 1e300 %s/cfg.json",
+                          fin, fin), 0, "%s", out);
+    const char *want[] = {"cfg.json", "`k` is 1e+300", "whole number", NULL};
+    EXPECT_BAD(f.run, want, "%s compare %s %s/truth.safetensors", tcli_bin(), fin, f.data);
+    EXPECT_BAD(f.run, want, "%s inspect %s", tcli_bin(), fin);
+    cr_assert_eq(tcli_run(out, sizeof out, "sed -i 's/\"k\": 1e300,/\"k\": 4,/; s/\"d_in\": 16,/\"d_in\": -3.5,/' "
+                          "%s/cfg.json", fin), 0, "%s", out);
+    const char *want2[] = {"cfg.json", "`d_in` is -3.5", NULL};
+    EXPECT_BAD(f.run, want2, "%s compare %s %s/truth.safetensors", tcli_bin(), fin, f.data);
+    fx_free(&f);
 }

@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 
 #include <dirent.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -638,4 +639,98 @@ Test(config, example_configs_load)
         cr_assert_eq(rc, SF_OK, "%s: %s", names[i], err.msg);
         cr_assert_eq(config_validate(&c, 64, &err), SF_OK, "%s: %s", names[i], err.msg);
     }
+}
+
+/* Loads text, resolves for d, writes the resolved dump, loads it again: returns the reloaded
+ * config in *b (and the resolved one in *a). */
+static void resolve_write_reload(const char *text, const char *const *sets, int n_sets, int d, sf_config *a,
+                                 sf_config *b)
+{
+    sf_err err = {0};
+    load_ok(text, sets, n_sets, a);
+    cr_assert_eq(config_validate(a, d, &err), SF_OK, "%s", err.msg);
+    config_resolve(a, d);
+    char out[600];
+    snprintf(out, sizeof out, "%s/resolved.yaml", tmpdir);
+    cr_assert_eq(config_write(a, out, &err), SF_OK, "%s", err.msg);
+    int rc = config_load(out, NULL, 0, b, &err);
+    cr_assert_eq(rc, SF_OK, "the resolved dump does not load: %s", err.msg);
+}
+
+/* What the fuzz harness found (or would have): each reloaded to something else or not at all. */
+Test(config, resolved_dump_reloads_odd_text_and_floats)
+{
+    sf_config a, b;
+    /* NEL, LS, PS, C1 controls, BOM, U+FFFE as YAML escapes: libyaml folds the first three to a
+     * space when written raw and refuses the rest */
+    resolve_write_reload("out_dir: \"r\\x85\\u2028\\u2029\\x80\\x9f\\uFEFF\\uFFFE|\"\n"
+                         "data:\n  path: \"p\\t\\x01\\\\\\\"\"\ntrain:\n  total_tokens: 4096\n",
+                         NULL, 0, 64, &a, &b);
+    cr_assert_str_eq(b.out_dir, "r\xc2\x85\xe2\x80\xa8\xe2\x80\xa9\xc2\x80\xc2\x9f\xef\xbb\xbf\xef\xbf\xbe|");
+    cr_assert_str_eq(b.data.path, "p\t\x01\\\"");
+    /* 3.4028234e38 rounds to FLT_MAX, whose shortest text 3.4028235e38 is above FLT_MAX as a
+     * double: it must load (the float it names is finite) */
+    resolve_write_reload(MINIMAL "  grad_clip: 3.4028234e38\n  lr: 1.0000000596046448\n", NULL, 0, 64, &a, &b);
+    cr_assert_eq(b.train.grad_clip, FLT_MAX);
+    cr_assert_eq(a.train.lr, b.train.lr);
+    cr_assert_eq(b.train.lr, nextafterf(1.0f, 2.0f), "strtof rounding (not strtod then float): %.9g",
+                 (double)b.train.lr);
+    /* past FLT_MAX is an error, not infinity */
+    expect_err(MINIMAL "  grad_clip: 3.5e38\n", NULL, 0, 6, "train.grad_clip");
+}
+
+Test(config, lr_min_checked_against_the_default_lr)
+{
+    /* n given: default lr 2e-4 / sqrt(16384 / 16384) = 2e-4, known at load */
+    const char *m = expect_err(MINIMAL "  lr_min: 5\n  schedule: cosine\nsae:\n  n_latents: 16384\n", NULL, 0, 6,
+                               "train.lr_min");
+    cr_assert(strstr(m, "5.0 is above train.lr = 0.0002"), "%s", m);
+    /* n = expansion * d: checked once d is known; d = 64 -> n = 1024 -> lr 8e-4 */
+    sf_config c;
+    sf_err err = {0};
+    load_ok(MINIMAL "  lr_min: 0.001\n  schedule: cosine\n", NULL, 0, &c);
+    cr_assert_eq(config_validate(&c, 64, &err), SF_EINPUT);
+    cr_assert(strstr(err.msg, "train.lr_min") && strstr(err.msg, "0.001 is above train.lr = 0.0008 (the default"),
+              "%s", err.msg);
+    /* at or below the default lr is fine */
+    load_ok(MINIMAL "  lr_min: 0.0008\n  schedule: cosine\n", NULL, 0, &c);
+    cr_assert_eq(config_validate(&c, 64, &err), SF_OK, "%s", err.msg);
+}
+
+Test(config, threads_bounded_by_online_cores)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    char text[256], want[64];
+    snprintf(text, sizeof text, MINIMAL "  threads: %ld\n", 4 * cores);
+    sf_config c;
+    load_ok(text, NULL, 0, &c);
+    cr_assert_eq(c.train.threads, 4 * cores);
+    const char *m = expect_err(MINIMAL "  threads: 100000\n", NULL, 0, 6, "train.threads");
+    snprintf(want, sizeof want, "use at most %ld", 4 * cores);
+    cr_assert(strstr(m, "100000") && strstr(m, want), "%s", m);
+    const char *sets[] = {"train.threads=100000"};
+    expect_err(MINIMAL, sets, 1, -1, "--set train.threads");
+}
+
+Test(config, text_values_must_be_utf8)
+{
+    const char *sets[] = {"out_dir=runs/\xff\xfe"};
+    const char *m = expect_err(MINIMAL, sets, 1, -1, "--set out_dir");
+    cr_assert(strstr(m, "not UTF-8") && strstr(m, "runs/\\xff\\xfe"), "%s", m);
+}
+
+/* Quoted input is escaped and cut: a message stays one printable line whatever the file holds. */
+Test(config, messages_escape_and_cut_quoted_input)
+{
+    const char *m = expect_err("\"ev\\x1b[2Jil\\nkey\": 1\n" MINIMAL, NULL, 0, 1, "ev\\x1b[2Jil\\x0akey");
+    for (const char *p = m; *p; p++)
+        cr_assert((unsigned char)*p >= 0x20 && *p != 0x7f, "raw control byte in: %s", m);
+    char text[2048];
+    snprintf(text, sizeof text, MINIMAL "  batch_tokens: \"");
+    for (int i = 0; i < 900; i++)
+        strcat(text, "\\e");
+    strcat(text, "\"\n");
+    m = expect_err(text, NULL, 0, 6, "train.batch_tokens");
+    cr_assert(strlen(m) < 400, "not cut (%zu bytes): %s", strlen(m), m);
+    cr_assert(strstr(m, "\\x1b\\x1b...'"), "%s", m);
 }

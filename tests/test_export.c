@@ -472,5 +472,70 @@ Test(export, loads_saelens5_save_model_layout)
     cr_assert_eq(sae_load(root, 1, &s, &err), SF_EINPUT);
     cr_assert_not_null(strstr(err.msg, "standard with activation_fn topk"), "%s", err.msg);
     cr_assert_null(strchr(err.msg, '\n'));
+
+/* Rewrites key's value in dir/cfg.json (top level, or in metadata when meta) to raw JSON text. */
+static void set_cfg(const char *dir, const char *key, const char *raw, int meta)
+{
+    char path[600], *buf;
+    size_t len;
+    snprintf(path, sizeof path, "%s/cfg.json", dir);
+    sf_err err = {0};
+    cr_assert_eq(fs_read_all(path, &buf, &len, &err), SF_OK);
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    char *at = strstr(meta ? strstr(buf, "\"metadata\"") : buf, pat);
+    cr_assert_not_null(at, "%s not in cfg.json", key);
+    char *v = at + strlen(pat), *end = v + strcspn(v, ",\n}");
+    char *out = malloc(len + strlen(raw) + 1);
+    size_t head = (size_t)(v - buf);
+    memcpy(out, buf, head);
+    strcpy(out + head, raw);
+    strcat(out, end);
+    cr_assert_eq(fs_write_atomic(path, out, strlen(out), &err), SF_OK);
+    free(out);
+    free(buf);
+}
+
+/* Numbers in a foreign cfg.json are checked before conversion: out of range, fractional or
+ * disagreeing with the weights is SF_EINPUT naming the file and key (no UB under UBSan). */
+Test(export, foreign_cfg_numbers_range_checked)
+{
+    const char *root = tmpdir();
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/e", root);
+    sae_params p;
+    make_params(&p, 4);
+    export_info in = make_info(SAE_ARCH_TOPK, 1.0f);
+    sf_err err = {0};
+    struct { const char *key, *raw; int meta; const char *want; } cases[] = {
+        {"k", "1e300", 0, "`k` is 1e+300"},
+        {"k", "-1", 0, "`k` is -1"},
+        {"k", "2.5", 0, "`k` is 2.5"},
+        {"k", "\"4\"", 0, "`k` is not a number"},
+        {"k", "11", 0, "expected a whole number in 0..10"}, /* k <= n = 10 */
+        {"context_size", "1e19", 1, "`context_size` is 1e+19"},
+        {"training_tokens", "-5", 1, "`training_tokens` is -5"},
+        {"d_in", "1e300", 0, "`d_in` is 1e+300"},
+        {"d_in", "7", 0, "d_in 7 / d_sae 10 disagree with the weights (d 6, n 10)"},
+        {"d_sae", "9", 0, "d_in 6 / d_sae 9 disagree"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cr_assert_eq(export_saelens(dir, &in, &p, &err), SF_OK, "%s", err.msg);
+        set_cfg(dir, cases[i].key, cases[i].raw, cases[i].meta);
+        sae_loaded s;
+        int rc = sae_load(dir, 1, &s, &err);
+        cr_assert_eq(rc, SF_EINPUT, "%s = %s: rc %d", cases[i].key, cases[i].raw, rc);
+        cr_assert(strstr(err.msg, "cfg.json") && strstr(err.msg, cases[i].want), "%s = %s: %s", cases[i].key,
+                  cases[i].raw, err.msg);
+    }
+    /* in range: loads, and the value arrives */
+    cr_assert_eq(export_saelens(dir, &in, &p, &err), SF_OK, "%s", err.msg);
+    set_cfg(dir, "context_size", "1024", 1);
+    sae_loaded s;
+    cr_assert_eq(sae_load(dir, 1, &s, &err), SF_OK, "%s", err.msg);
+    cr_assert_eq(s.context_size, 1024);
+    cr_assert_eq(s.k, K);
+    sae_loaded_free(&s);
+    sae_params_free(&p);
     fs_remove_tree(root);
 }

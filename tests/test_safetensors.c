@@ -201,3 +201,31 @@ Test(safetensors, missing_file)
     cr_assert_eq(st_read(path, &f, &err), SF_EINPUT);
     cr_assert(strstr(err.msg, path) != NULL);
 }
+
+/* Found by the fuzz harness: a later duplicate metadata key was readable but lost on rewrite. */
+Test(safetensors, duplicate_metadata_key_is_damage)
+{
+    write_raw("{\"__metadata__\":{\"k\":\"1\",\"k\":\"2\"}}", data8, 0, -1);
+    expect_damaged("duplicate metadata key");
+}
+
+/* A name quoted in a message is escaped and cut: no raw control bytes, bounded length. */
+Test(safetensors, quoted_names_escaped_and_cut)
+{
+    char hdr[4096];
+    int o = snprintf(hdr, sizeof hdr, "{\"x\\u001b[2J\\n\\u0085\\u2028");
+    for (int i = 0; i < 500; i++)
+        o += snprintf(hdr + o, sizeof hdr - (size_t)o, "y");
+    snprintf(hdr + o, sizeof hdr - (size_t)o, "\":{\"dtype\":\"Q8\",\"shape\":[2],\"data_offsets\":[0,8]}}");
+    write_raw(hdr, data8, 8, -1);
+    expect_damaged("unknown dtype, hostile name");
+    st_file f;
+    sf_err err = {0};
+    cr_assert_eq(st_read(path, &f, &err), SF_EINPUT);
+    for (const char *p = err.msg; *p; p++)
+        cr_assert((unsigned char)*p >= 0x20 && *p != 0x7f, "raw control byte in: %s", err.msg);
+    /* C0 as \xNN; U+0085 (C1) and U+2028 (line separator) byte by byte: both end lines somewhere */
+    cr_assert(strstr(err.msg, "tensor `x\\x1b[2J\\x0a\\xc2\\x85\\xe2\\x80\\xa8yyy"), "%s", err.msg);
+    cr_assert(strstr(err.msg, "y...`"), "cut: %s", err.msg);
+    cr_assert(strlen(err.msg) < strlen(path) + 250, "%zu bytes: %s", strlen(err.msg), err.msg);
+}
