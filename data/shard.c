@@ -278,8 +278,10 @@ static void read_str_attr(hid_t file, const char *name, char *out, size_t cap)
     hid_t a = H5Aopen(file, name, H5P_DEFAULT);
     if (a < 0)
         return;
-    hid_t t = H5Aget_type(a);
-    if (t >= 0 && H5Tget_class(t) == H5T_STRING) {
+    hid_t t = H5Aget_type(a), sp = H5Aget_space(a);
+    /* one string only: H5Aread writes every element of the attribute's dataspace, and an array
+     * of strings would overrun the single pointer or buffer read into */
+    if (t >= 0 && sp >= 0 && H5Tget_class(t) == H5T_STRING && H5Sget_simple_extent_npoints(sp) == 1) {
         if (H5Tis_variable_str(t) > 0) {
             hid_t m = H5Tcopy(H5T_C_S1);
             H5Tset_size(m, H5T_VARIABLE);
@@ -304,6 +306,8 @@ static void read_str_attr(hid_t file, const char *name, char *out, size_t cap)
             H5Tclose(m);
         }
     }
+    if (sp >= 0)
+        H5Sclose(sp);
     if (t >= 0)
         H5Tclose(t);
     H5Aclose(a);
