@@ -977,6 +977,8 @@ static int missing(sf_err *err, const origin *o, int k, const char *example)
     return failk(err, o, k, "missing required key; add `%s: %s` (or --set %s=...)", name, example, name);
 }
 
+static void fmt_float(float f, char *out, size_t outsz);
+
 float config_default_lr(int64_t n) { return (float)(2e-4 / sqrt((double)n / 16384.0)); }
 
 int config_max_threads(void)
@@ -1096,9 +1098,13 @@ static int validate_impl(const sf_config *c, int d, const origin *o, sf_err *err
         return failk(err, o, kks, "%d exceeds the number of latents n = %" PRId64 "; lower it", c->train.k_start, n);
     /* against the lr the run will use: the default one once n is known */
     float lr = c->train.lr > 0 ? c->train.lr : n > 0 ? config_default_lr(n) : 0;
-    if (lr > 0 && c->train.lr_min > lr)
-        return failk(err, o, K("train.lr_min"), "%.9g is above train.lr = %.9g%s; use a floor <= lr (or raise lr)",
-                     (double)c->train.lr_min, (double)lr, c->train.lr > 0 ? "" : " (the default for this n)");
+    if (lr > 0 && c->train.lr_min > lr) {
+        char a[48], b[48];
+        fmt_float(c->train.lr_min, a, sizeof a);
+        fmt_float(lr, b, sizeof b);
+        return failk(err, o, K("train.lr_min"), "%s is above train.lr = %s%s; use a floor <= lr (or raise lr)", a, b,
+                     c->train.lr > 0 ? "" : " (the default for this n)");
+    }
     int max_threads = config_max_threads();
     if (c->train.threads > max_threads)
         return failk(err, o, K("train.threads"), "%d is more than 4 x the %d online cores; use at most %d (0 = all "
