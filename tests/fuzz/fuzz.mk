@@ -14,7 +14,7 @@ FUZZ_DIR     := $(BUILD)/fuzz
 FUZZ_LIB_SRC := host/config.c host/fsutil.c host/sf_err.c host/safetensors.c host/ckpt.c host/crc32c.c \
                 data/shard.c kernels/sae_alloc.c
 FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
-FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) -Wall -Wextra \
+FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) -MMD -MP -Wall -Wextra \
                 -Wno-unused-parameter -Wno-unknown-pragmas -DSF_LIBFUZZER -I. $(PKG_CFLAGS)
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/%.o) $(FUZZ_DIR)/tests/fuzz/fuzz_common.o
 FUZZ_BIN     := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
