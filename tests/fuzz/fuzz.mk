@@ -49,7 +49,7 @@ fuzz: $(FUZZ_BIN)
 	  cp -n tests/fuzz/corpus/$$h/* $(FUZZ_DIR)/work/$$h/ 2>/dev/null || true; \
 	  echo "== fuzz $$h: $(FUZZ_SECONDS) s"; \
 	  dict=; [ -f tests/fuzz/$$h.dict ] && dict=-dict=tests/fuzz/$$h.dict; \
-	  TMPDIR=$(FUZZ_TMPDIR) $(FUZZ_DIR)/fuzz_$$h $$dict -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=20 -rss_limit_mb=3072 \
+	  TMPDIR=$(FUZZ_TMPDIR) LSAN_OPTIONS=suppressions=$(CURDIR)/tests/fuzz/lsan.supp ASAN_OPTIONS=allocator_may_return_null=1 $(FUZZ_DIR)/fuzz_$$h $$dict -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=20 -rss_limit_mb=3072 \
 	    -malloc_limit_mb=8192 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$h/ $(FUZZ_FLAGS) \
 	    $(FUZZ_DIR)/work/$$h 2>$(FUZZ_DIR)/$$h.log || { tail -n 40 $(FUZZ_DIR)/$$h.log; exit 1; }; \
 	  grep -E '^stat::(number_of_executed_units|peak_rss_mb)|^#[0-9]+ *DONE' $(FUZZ_DIR)/$$h.log || true; \
