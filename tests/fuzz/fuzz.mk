@@ -13,6 +13,10 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?= config safetensors ckpt shard
 # The harnesses write (and fsync) their inputs: on tmpfs that costs nothing.
 FUZZ_TMPDIR  ?= $(if $(wildcard /dev/shm),/dev/shm,/tmp)
+# Harnesses that keep going after a finding (libFuzzer fork mode): libhdf5 1.10 itself crashes,
+# hangs and leaks on damaged files (tests/fuzz/known_libhdf5/README.md), so a shard finding is
+# listed for triage instead of failing the run. Everything else stops at its first finding.
+FUZZ_KEEP_GOING ?= shard
 FUZZ_DIR     := $(BUILD)/fuzz
 FUZZ_LIB_SRC := host/config.c host/fsutil.c host/sf_err.c host/safetensors.c host/ckpt.c host/crc32c.c \
                 data/shard.c kernels/sae_alloc.c
@@ -49,10 +53,13 @@ fuzz: $(FUZZ_BIN)
 	  cp -n tests/fuzz/corpus/$$h/* $(FUZZ_DIR)/work/$$h/ 2>/dev/null || true; \
 	  echo "== fuzz $$h: $(FUZZ_SECONDS) s"; \
 	  dict=; [ -f tests/fuzz/$$h.dict ] && dict=-dict=tests/fuzz/$$h.dict; \
+	  keep=; case " $(FUZZ_KEEP_GOING) " in *" $$h "*) \
+	    keep="-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1";; esac; \
 	  TMPDIR=$(FUZZ_TMPDIR) LSAN_OPTIONS=suppressions=$(CURDIR)/tests/fuzz/lsan.supp ASAN_OPTIONS=allocator_may_return_null=1 $(FUZZ_DIR)/fuzz_$$h $$dict -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=20 -rss_limit_mb=3072 \
-	    -malloc_limit_mb=8192 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$h/ $(FUZZ_FLAGS) \
-	    $(FUZZ_DIR)/work/$$h 2>$(FUZZ_DIR)/$$h.log || { tail -n 40 $(FUZZ_DIR)/$$h.log; exit 1; }; \
-	  grep -E '^stat::(number_of_executed_units|peak_rss_mb)|^#[0-9]+ *DONE' $(FUZZ_DIR)/$$h.log || true; \
+	    -malloc_limit_mb=8192 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/artifacts/$$h/ $$keep $(FUZZ_FLAGS) \
+	    $(FUZZ_DIR)/work/$$h 2>$(FUZZ_DIR)/$$h.log || [ -n "$$keep" ] || { tail -n 40 $(FUZZ_DIR)/$$h.log; exit 1; }; \
+	  grep -E '^stat::(number_of_executed_units|peak_rss_mb)|^#[0-9]+ *DONE|^#[0-9]+: cov' $(FUZZ_DIR)/$$h.log | tail -n 2 || true; \
+	  [ -z "$$keep" ] || echo "   findings to triage (libhdf5's own are known): $$(ls $(FUZZ_DIR)/artifacts/$$h | wc -l) in $(FUZZ_DIR)/artifacts/$$h"; \
 	done
 
 $(BUILD)/tests/test_fuzz_corpus: $(FUZZ_GCC_OBJ)
