@@ -472,6 +472,8 @@ Test(export, loads_saelens5_save_model_layout)
     cr_assert_eq(sae_load(root, 1, &s, &err), SF_EINPUT);
     cr_assert_not_null(strstr(err.msg, "standard with activation_fn topk"), "%s", err.msg);
     cr_assert_null(strchr(err.msg, '\n'));
+    fs_remove_tree(root);
+}
 
 /* Rewrites key's value in dir/cfg.json (top level, or in metadata when meta) to raw JSON text. */
 static void set_cfg(const char *dir, const char *key, const char *raw, int meta)
