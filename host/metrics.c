@@ -8,7 +8,11 @@
 
 #include "fsutil.h"
 
-/* Drops lines whose "step" is greater than keep_step, rewriting the file atomically. */
+/* Drops lines whose "step" is greater than keep_step, and the end-of-run evaluation (written
+ * after the last checkpoint, so a resume from that checkpoint writes it again), rewriting the
+ * file atomically. */
+#define FINAL_TAG "\"final\":true"
+
 static int truncate_after(const char *path, int64_t keep_step, sf_err *err)
 {
     char *data = NULL;
@@ -26,6 +30,9 @@ static int truncate_after(const char *path, int64_t keep_step, sf_err *err)
         size_t ll = nl ? (size_t)(nl - line) + 1 : (size_t)(data + len - line);
         const char *s = strstr(line, "\"step\":");
         int64_t step = s && s < line + ll ? strtoll(s + 7, NULL, 10) : -1;
+        const char *fin = strstr(line, FINAL_TAG);
+        if (fin && fin < line + ll)
+            step = INT64_MAX;
         if (nl && step <= keep_step) { /* a line without '\n' was cut by a crash: drop it */
             memcpy(out + o, line, ll);
             o += ll;
@@ -83,16 +90,27 @@ void metrics_train(metrics_log *m, int64_t step, int64_t tokens, float lr, int k
     fflush(f);
 }
 
-void metrics_eval(metrics_log *m, int64_t step, int64_t tokens, const sae_metrics *acc)
+static void eval_line(metrics_log *m, int final, int64_t step, int64_t tokens, const sae_metrics *acc)
 {
     FILE *f = m->f;
-    fprintf(f, "{\"eval\":true,\"step\":%lld,\"tokens\":%lld", (long long)step, (long long)tokens);
+    fprintf(f, "{\"eval\":true,%s\"step\":%lld,\"tokens\":%lld", final ? FINAL_TAG "," : "",
+            (long long)step, (long long)tokens);
     put_num(f, "fvu", acc->fvu);
     put_num(f, "l0", acc->l0);
     if (acc->gw_err >= 0)
         put_num(f, "gw_err", acc->gw_err);
     fprintf(f, ",\"eval_tokens\":%lld}\n", (long long)acc->tokens);
     fflush(f);
+}
+
+void metrics_eval(metrics_log *m, int64_t step, int64_t tokens, const sae_metrics *acc)
+{
+    eval_line(m, 0, step, tokens, acc);
+}
+
+void metrics_eval_final(metrics_log *m, int64_t step, int64_t tokens, const sae_metrics *acc)
+{
+    eval_line(m, 1, step, tokens, acc);
 }
 
 static void fmt_eta(char *buf, size_t n, double s)

@@ -25,6 +25,9 @@ int metrics_open(metrics_log *m, const char *run_dir, int64_t keep_step, int liv
 void metrics_train(metrics_log *m, int64_t step, int64_t tokens, float lr, int k,
                    const sae_metrics *mt, double elapsed_s, double tokens_per_s);
 void metrics_eval(metrics_log *m, int64_t step, int64_t tokens, const sae_metrics *acc);
+/* The end-of-run evaluation: an eval record with "final": true, which metrics_open drops on
+ * resume (it is written after the last checkpoint and is written again). */
+void metrics_eval_final(metrics_log *m, int64_t step, int64_t tokens, const sae_metrics *acc);
 /* Progress: live line or plain line to stderr. */
 void metrics_progress(metrics_log *m, int64_t step, int64_t total_steps, const sae_metrics *mt,
                       double tokens_per_s, double eta_s);

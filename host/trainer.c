@@ -477,7 +477,7 @@ static int finish_member(trainer *t, tr_member *m, sf_err *err)
     if (t->have_eval) {
         if ((rc = evaluate(t, m, &m->ev, m->cfg.sae.k, err)))
             return rc;
-        metrics_eval(&m->ml, m->meta.step - 1, m->meta.tokens_seen, &m->ev);
+        metrics_eval_final(&m->ml, m->meta.step - 1, m->meta.tokens_seen, &m->ev);
     }
     metrics_close(&m->ml);
     m->ml_open = 0;
