@@ -34,7 +34,7 @@ typedef struct {
     char *path, *eval_path, *eval_tokens, *shuffle_buffer, *bad_rows, *normalize;
 } y_data;
 typedef struct {
-    char *arch, *n_latents, *expansion, *k, *gsae_beta;
+    char *arch, *n_latents, *expansion, *k, *gsae_beta, *init_scale;
     char **prefixes;
     unsigned prefixes_count;
     char *aux_k, *aux_alpha, *dead_tokens;
@@ -68,7 +68,7 @@ static const cyaml_schema_field_t y_data_f[] = {
 static const cyaml_schema_value_t y_str_entry = {CYAML_VALUE_STRING(CYAML_FLAG_POINTER, char, 0, CYAML_UNLIMITED)};
 static const cyaml_schema_field_t y_sae_f[] = {
     YS("arch", y_sae, arch), YS("n_latents", y_sae, n_latents), YS("expansion", y_sae, expansion),
-    YS("k", y_sae, k), YS("gsae_beta", y_sae, gsae_beta),
+    YS("k", y_sae, k), YS("gsae_beta", y_sae, gsae_beta), YS("init_scale", y_sae, init_scale),
     CYAML_FIELD_SEQUENCE("matryoshka_prefixes", CYAML_FLAG_OPTIONAL | CYAML_FLAG_POINTER_NULL, y_sae, prefixes,
                          &y_str_entry, 0, SAE_MAX_PREFIXES),
     YS("aux_k", y_sae, aux_k), YS("aux_alpha", y_sae, aux_alpha), YS("dead_tokens", y_sae, dead_tokens),
@@ -155,6 +155,8 @@ static const key_def KEYS[] = {
     LEAF("sae.expansion", K_INT, sae.expansion, NULL, sae, y_sae, expansion, "n = expansion * d when n_latents is 0"),
     LEAF("sae.k", K_INT, sae.k, NULL, sae, y_sae, k, "active latents per token"),
     LEAF("sae.gsae_beta", K_F32, sae.gsae_beta, NULL, sae, y_sae, gsae_beta, "gsae gate strength"),
+    LEAF("sae.init_scale", K_F32, sae.init_scale, NULL, sae, y_sae, init_scale,
+         "initial encoder scale: W_enc = init_scale * W_dec (unit rows)"),
     LEAF("sae.matryoshka_prefixes", K_PREFIXES, sae.prefixes, NULL, sae, y_sae, prefixes,
          "matryoshka: ascending prefix sizes, last = n; [] = default"),
     LEAF("sae.aux_k", K_INT, sae.aux_k, NULL, sae, y_sae, aux_k, "AuxK dead latents per token; 0 = d/2"),
@@ -1037,6 +1039,9 @@ static int validate_impl(const sf_config *c, int d, const origin *o, sf_err *err
         if (!(fget(c, k) >= 0))
             return failk(err, o, k, "%g is out of range; use a value >= 0", (double)fget(c, k));
     }
+    if (!(c->sae.init_scale > 0 && c->sae.init_scale <= 1))
+        return failk(err, o, K("sae.init_scale"), "%g is out of range; use a value in (0, 1] (default %g)",
+                     (double)c->sae.init_scale, (double)SF_INIT_SCALE_DEFAULT);
     if (!(c->train.decay_start >= 0 && c->train.decay_start <= 1))
         return failk(err, o, K("train.decay_start"), "%g is out of range; use a fraction in [0, 1]",
                      (double)c->train.decay_start);
@@ -1172,6 +1177,7 @@ void config_defaults(sf_config *c)
     c->sae.expansion = 16;
     c->sae.k = 32;
     c->sae.gsae_beta = 1.0f;
+    c->sae.init_scale = SF_INIT_SCALE_DEFAULT;
     c->sae.n_prefixes = 0;
     c->sae.aux_k = 0;
     c->sae.aux_alpha = 1.0f / 32.0f;

@@ -107,6 +107,7 @@ Test(config, defaults_match_spec)
     cr_assert_eq(c.sae.expansion, 16);
     cr_assert_eq(c.sae.k, 32);
     cr_assert_float_eq(c.sae.gsae_beta, 1.0f, 0);
+    cr_assert_float_eq(c.sae.init_scale, 0.01f, 0);
     cr_assert_eq(c.sae.n_prefixes, 0);
     cr_assert_eq(c.sae.aux_k, 0);
     cr_assert_float_eq(c.sae.aux_alpha, 0.03125f, 0);
@@ -161,6 +162,7 @@ static const char *FULL =
     "  expansion: 8\n"
     "  k: 16\n"
     "  gsae_beta: 0.5\n"
+    "  init_scale: 0.25\n"
     "  matryoshka_prefixes: [64, 256, 1024]\n"
     "  aux_k: 24\n"
     "  aux_alpha: 0.0625\n"
@@ -200,6 +202,7 @@ static void check_full(const sf_config *c)
     cr_assert_eq(c->sae.expansion, 8);
     cr_assert_eq(c->sae.k, 16);
     cr_assert_float_eq(c->sae.gsae_beta, 0.5f, 0);
+    cr_assert_float_eq(c->sae.init_scale, 0.25f, 0);
     cr_assert_eq(c->sae.n_prefixes, 3);
     cr_assert_eq(c->sae.prefixes[0], 64);
     cr_assert_eq(c->sae.prefixes[1], 256);
@@ -250,6 +253,7 @@ static void assert_same(const sf_config *a, const sf_config *b)
     cr_assert_eq(a->sae.expansion, b->sae.expansion);
     cr_assert_eq(a->sae.k, b->sae.k);
     cr_assert(a->sae.gsae_beta == b->sae.gsae_beta);
+    cr_assert(a->sae.init_scale == b->sae.init_scale);
     cr_assert_eq(a->sae.n_prefixes, b->sae.n_prefixes);
     for (int i = 0; i < a->sae.n_prefixes; i++)
         cr_assert_eq(a->sae.prefixes[i], b->sae.prefixes[i]);
@@ -386,6 +390,8 @@ Test(config, out_of_range_names_line)
     expect_err(MINIMAL "checkpoint:\n  keep: 0\n", NULL, 0, 7, "checkpoint.keep");
     expect_err(MINIMAL "sae:\n  gsae_beta: -0.5\n", NULL, 0, 7, "sae.gsae_beta");
     expect_err(MINIMAL "sae:\n  aux_alpha: -1\n", NULL, 0, 7, "sae.aux_alpha");
+    expect_err(MINIMAL "sae:\n  init_scale: 0\n", NULL, 0, 7, "sae.init_scale");
+    expect_err(MINIMAL "sae:\n  init_scale: 1.5\n", NULL, 0, 7, "sae.init_scale");
     expect_err(MINIMAL "log:\n  every_steps: 0\n", NULL, 0, 7, "log.every_steps");
     /* cross-key rules */
     m = expect_err("out_dir: o\ndata:\n  path: p\ntrain:\n  batch_tokens: 4096\n  total_tokens: 100\n", NULL, 0, 6,
