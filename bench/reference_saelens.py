@@ -1,0 +1,118 @@
+"""Train SAELens's own TopK / BatchTopK / Matryoshka training SAEs on saeforge shards (issue 10).
+
+Reads the same rows saeforge trains on (all *.h5 in --data, last --eval-tokens rows held out),
+trains with SAELens's training_forward_pass loss and torch Adam, then reports held-out FVU and
+the fraction of true features (truth.safetensors W_dec) matched at cosine >= 0.9, the same
+measures as `saeforge compare`. Not part of `make test`; needs a venv with sae-lens (see
+docs/rules.md). The optimizer loop is ours; the SAE, its selection and its loss are SAELens's.
+"""
+import argparse
+import glob
+import os
+import sys
+
+import h5py
+import numpy as np
+
+
+def load_rows(data_dir):
+    files = sorted(glob.glob(os.path.join(data_dir, "*.h5")))
+    if not files:
+        sys.exit(f"reference_saelens: no *.h5 shards in {data_dir}; run `saeforge synth --out DIR` first")
+    return np.concatenate([h5py.File(f, "r")["activations"][:].astype(np.float32) for f in files])
+
+
+def make_sae(arch, d, n, k, prefixes):
+    from sae_lens.saes.batchtopk_sae import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+    from sae_lens.saes.matryoshka_batchtopk_sae import (
+        MatryoshkaBatchTopKTrainingSAE, MatryoshkaBatchTopKTrainingSAEConfig)
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+    if arch == "topk":
+        return TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d, d_sae=n, k=k))
+    if arch == "batchtopk":
+        return BatchTopKTrainingSAE(BatchTopKTrainingSAEConfig(d_in=d, d_sae=n, k=k))
+    return MatryoshkaBatchTopKTrainingSAE(
+        MatryoshkaBatchTopKTrainingSAEConfig(d_in=d, d_sae=n, k=k, matryoshka_widths=prefixes))
+
+
+def lr_at(step, steps, lr, warmup, decay_start):
+    """saeforge's warmup + linear decay schedule, so both sides see the same lr."""
+    f = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    t0 = int(decay_start * steps)
+    if step >= t0:
+        f *= max(0.0, (steps - step) / max(1, steps - t0))
+    return lr * f
+
+
+def matched(W, truth):
+    W = W / np.linalg.norm(W, axis=1, keepdims=True).clip(1e-12)
+    T = truth / np.linalg.norm(truth, axis=1, keepdims=True).clip(1e-12)
+    return float(((T @ W.T).max(axis=1) >= 0.9).mean())
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True, help="directory of saeforge shards (+ truth.safetensors)")
+    ap.add_argument("--arch", choices=["topk", "batchtopk", "matryoshka"], default="batchtopk")
+    ap.add_argument("--n", type=int, default=1024)
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--tokens", type=int, default=2097152)
+    ap.add_argument("--eval-tokens", type=int, default=8192)
+    ap.add_argument("--lr", type=float, default=0.004)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--decay-start", type=float, default=0.6)
+    ap.add_argument("--dead-tokens", type=int, default=100000)
+    ap.add_argument("--prefixes", default="", help="matryoshka widths, e.g. 64,256,1024 (default n/16,n/4,n)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+
+    import torch
+    from safetensors.numpy import load_file
+    from sae_lens.saes.sae import TrainStepInput
+    torch.manual_seed(a.seed)
+    torch.set_num_threads(a.threads)
+    rows = load_rows(a.data)
+    if a.eval_tokens >= len(rows):
+        sys.exit(f"reference_saelens: --eval-tokens {a.eval_tokens} leaves no training rows of {len(rows)}")
+    train, ev = torch.from_numpy(rows[:-a.eval_tokens]), torch.from_numpy(rows[-a.eval_tokens:])
+    prefixes = [int(p) for p in a.prefixes.split(",")] if a.prefixes else [a.n // 16, a.n // 4, a.n]
+    sae = make_sae(a.arch, rows.shape[1], a.n, a.k, prefixes)
+    opt = torch.optim.Adam(sae.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
+    since = torch.zeros(a.n, dtype=torch.long)
+    steps = a.tokens // a.batch
+    g = torch.Generator().manual_seed(a.seed)
+    perm, pos = torch.randperm(len(train), generator=g), 0
+    for step in range(steps):
+        if pos + a.batch > len(perm):
+            perm, pos = torch.randperm(len(train), generator=g), 0
+        x = train[perm[pos:pos + a.batch]]
+        pos += a.batch
+        for grp in opt.param_groups:
+            grp["lr"] = lr_at(step, steps, a.lr, a.warmup, a.decay_start)
+        out = sae.training_forward_pass(TrainStepInput(
+            sae_in=x, coefficients={}, dead_neuron_mask=since >= a.dead_tokens,
+            n_training_steps=step, is_logging_step=False))
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        fired = (out.feature_acts > 0).any(0)
+        since = torch.where(fired, torch.zeros_like(since), since + a.batch)
+    with torch.no_grad():
+        sae.eval()
+        # inference: SAELens's own encode (threshold for batchtopk/matryoshka once exported);
+        # the training forward pass on the eval rows gives the training-time selection's FVU.
+        z = sae.training_forward_pass(TrainStepInput(
+            sae_in=ev, coefficients={}, dead_neuron_mask=None, n_training_steps=steps,
+            is_logging_step=False))
+        xh = sae.decode(z.feature_acts)
+        fvu = float(((ev - xh) ** 2).sum() / ((ev - ev.mean(0)) ** 2).sum())
+        W = (sae.W_dec * 1.0).numpy()
+    truth = load_file(os.path.join(a.data, "truth.safetensors"))["W_dec"]
+    l0 = float((z.feature_acts > 0).float().sum(1).mean())
+    print(f"{a.arch} seed {a.seed}: eval FVU {fvu:.4f}  L0 {l0:.2f}  matched>=0.9 {100 * matched(W, truth):.1f}%")
+
+
+if __name__ == "__main__":
+    main()
