@@ -17,6 +17,8 @@ static const struct {
     {"compare", cmd_compare, "compare A B                   match two dictionaries (SAE, run or truth file)"},
     {"stats", cmd_stats, "stats SAE --data PATH [--out DIR]   feature statistics of a trained SAE"},
     {"export", cmd_export, "export RUN --format saelens|sparsify --out DIR"},
+    {"submit", cmd_submit, "submit CONFIG [--set key=value]... [--dry-run] [slurm options]   Slurm job"},
+    {"status", cmd_status, "status RUN                    step, tokens, metrics, ETA, Slurm jobs"},
 };
 
 static void usage(FILE *f)

@@ -114,10 +114,11 @@ static int setup_sweep(trainer *t, const char *cfg_path, const char **sets, int 
     return rc;
 }
 
-static int train_main(trainer *t, const char *cfg_path, const char **sets, int n_sets, int resume,
-                      int *made_sweep_dir, sf_err *err)
+/* Config, sweep expansion, shards and the memory check: everything that can be wrong with the
+ * input, before anything is written. sp receives the sweep (n_keys = 0 for a solo run). */
+static int train_prepare(trainer *t, const char *cfg_path, const char **sets, int n_sets,
+                         int resume, sweep_spec *sp, sf_err *err)
 {
-    sweep_spec *sp = calloc(1, sizeof *sp);
     int rc = sweep_read(cfg_path, sp, err);
     if (!rc && sp->n_keys == 0) {
         sf_config c;
@@ -131,6 +132,14 @@ static int train_main(trainer *t, const char *cfg_path, const char **sets, int n
     }
     if (!rc)
         rc = trainer_check_memory(t, err);
+    return rc;
+}
+
+static int train_main(trainer *t, const char *cfg_path, const char **sets, int n_sets, int resume,
+                      int *made_sweep_dir, sf_err *err)
+{
+    sweep_spec *sp = calloc(1, sizeof *sp);
+    int rc = train_prepare(t, cfg_path, sets, n_sets, resume, sp, err);
     if (!rc && sp->n_keys) {
         *made_sweep_dir = !fs_exists(t->sweep_dir);
         rc = sweep_write_json(t->sweep_dir, sp, err);
@@ -209,4 +218,18 @@ int cmd_train(int argc, char **argv)
     free(t);
     free(sets);
     return rc == SF_OK ? 0 : (rc == SF_EINPUT ? 2 : 1);
+}
+
+int train_check_input(const char *cfg_path, const char *const *sets, int n_sets, sf_config *cfg,
+                      sf_err *err)
+{
+    trainer *t = calloc(1, sizeof *t);
+    sweep_spec *sp = calloc(1, sizeof *sp);
+    int rc = train_prepare(t, cfg_path, (const char **)sets, n_sets, 1, sp, err);
+    if (!rc) /* the run's (or the sweep's) out_dir and settings as given */
+        rc = config_load(cfg_path, (const char **)sets, n_sets, cfg, err);
+    trainer_free(t);
+    free(t);
+    free(sp);
+    return rc;
 }

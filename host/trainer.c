@@ -18,6 +18,7 @@
 #include "sae_init.h"
 #include "sched.h"
 #include "stats.h"
+#include "slurm_env.h"
 #include "trainer.h"
 
 #define NORM_BATCHES 100 /* batches used to estimate the expected_norm input scale */
@@ -396,6 +397,7 @@ static int train_loop(trainer *t, int64_t start, sf_err *err)
         return rc;
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
+    signal(SIGUSR1, on_signal); /* Slurm's --signal=B:USR1@grace warning before preemption */
     double t0 = now_s() - m0->meta.elapsed_s;
     for (int i = 0; i < t->n_members; i++) {
         t->m[i].t_log = now_s();
@@ -428,10 +430,10 @@ static int train_loop(trainer *t, int64_t start, sf_err *err)
             if ((rc = trainer_save(t, err)))
                 break;
         if (stop_requested && !last) {
-            rc = sf_fail(err, SF_EFAIL,
-                         "stopped by signal %d at step %lld; checkpoint written; continue with "
-                         "`saeforge train CONFIG --resume`",
-                         (int)stop_requested, (long long)(step + 1));
+            char next[768];
+            slurm_env_requeue((int)stop_requested, next, sizeof next);
+            rc = sf_fail(err, SF_EFAIL, "stopped by signal %d at step %lld; checkpoint written; %s",
+                         (int)stop_requested, (long long)(step + 1), next);
             break;
         }
     }
