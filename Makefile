@@ -147,6 +147,7 @@ clean:
 -include $(wildcard kernels/emu/*.mk bench/*.mk)
 -include tests/fuzz/fuzz.mk
 -include tests/interop/interop.mk
+-include tests/slurm/slurm.mk
 # venvs under $(BUILD) (test-interop) hold folders named *.d: prune them, keep files only
 -include $(shell find $(BUILD) -path '$(BUILD)/venv*' -prune -o -name '*.d' -type f -print 2>/dev/null)
 
