@@ -96,7 +96,7 @@ static void print_progress(const char *run, const sf_config *c, int have_cfg, in
 /* State of one job from squeue; "" when squeue no longer lists it. Returns -1 if no squeue. */
 static int job_state(const char *id, char *state, size_t cap)
 {
-    const char *argv[] = {"squeue", "-h", "-o", "%T", "-j", id, NULL};
+    const char *argv[] = {"squeue", "-h", "-t", "all", "-o", "%T", "-j", id, NULL};
     char out[256];
     int st = proc_run(argv, out, sizeof out, NULL, 0, NULL);
     if (st < 0)
