@@ -13,20 +13,22 @@
 
 static char out[65536];
 static const char *dir, *fake;
+static char sf[4096]; /* absolute: some commands cd into the work dir first */
 
 /* A work dir with small shards, a config, and fake sbatch/scontrol in dir/bin. sbatch answers
  * with $FAKE_SBATCH_MODE: ok (prints "4242;cluster"), or refuse (two stderr lines, exit 1). */
 static void setup(void)
 {
     dir = tcli_tmpdir(0);
+    cr_assert(realpath(tcli_bin(), sf), "no binary at %s", tcli_bin());
     char p[1024], text[2048];
     cr_assert_eq(tcli_run(out, sizeof out, "%s synth --out %s/data --d 32 --features 128 "
-                                           "--tokens 16384 --k 4 --seed 1", tcli_bin(), dir), 0,
+                                           "--tokens 16384 --k 4 --seed 1", sf, dir), 0,
                  "%s", out);
     snprintf(p, sizeof p, "%s/c.yaml", dir);
     snprintf(text, sizeof text,
              "seed: 0\nout_dir: %s/run\ndata:\n  path: %s/data\nsae:\n  arch: topk\n"
-             "  n_latents: 256\n  k: 4\ntrain:\n  batch_tokens: 256\n  total_tokens: 1048576\n"
+             "  n_latents: 256\n  k: 4\ntrain:\n  batch_tokens: 256\n  total_tokens: 262144\n"
              "checkpoint:\n  every_steps: 1000000\nlog:\n  every_steps: 1\n  progress: off\n",
              dir, dir);
     tcli_write(p, text);
@@ -71,7 +73,7 @@ Test(submit, bad_config_is_refused_before_sbatch)
                          "--set sae.bogus=1", "--time 'two hours'", "--nodes 0", "--array"};
     char c[4096];
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        int rc = tcli_run(out, sizeof out, "PATH=%s:$PATH %s submit %s/c.yaml %s", fake, tcli_bin(),
+        int rc = tcli_run(out, sizeof out, "PATH=%s:$PATH %s submit %s/c.yaml %s", fake, sf,
                           dir, bad[i]);
         cr_assert_eq(rc, 2, "%s: exit %d: %s", bad[i], rc, out);
         cr_assert_eq(tcli_count_lines(out), 1, "%s: not one line: %s", bad[i], out);
@@ -87,7 +89,7 @@ Test(submit, submits_script_and_records_job)
 {
     int rc = tcli_run(out, sizeof out, "PATH=%s:$PATH %s submit %s/c.yaml --set seed=3 "
                       "--partition cpu --time 1:00:00 --signal-grace 90 --sbatch --qos=low "
-                      "2>/dev/null", fake, tcli_bin(), dir);
+                      "2>/dev/null", fake, sf, dir);
     cr_assert_eq(rc, 0, "%s", out);
     cr_assert_str_eq(out, "4242\n");
     char c[4096], p[1024], *s = NULL;
@@ -117,7 +119,7 @@ Test(submit, submits_script_and_records_job)
     free(s);
     /* A second submit of the same run appends. */
     cr_assert_eq(tcli_run(out, sizeof out, "PATH=%s:$PATH %s submit %s/c.yaml 2>/dev/null && "
-                          "wc -l < %s/run/slurm/jobs.txt", fake, tcli_bin(), dir, dir), 0);
+                          "wc -l < %s/run/slurm/jobs.txt", fake, sf, dir, dir), 0);
     cr_assert_str_eq(out, "4242\n2\n");
 }
 
@@ -125,7 +127,7 @@ Test(submit, dry_run_and_multi_rank_script)
 {
     int rc = tcli_run(out, sizeof out, "PATH=%s:$PATH %s submit %s/c.yaml --dry-run --nodes 2 "
                       "--ntasks-per-node 4 && grep '^exec srun ' %s/run/slurm/job.sbatch",
-                      fake, tcli_bin(), dir, dir);
+                      fake, sf, dir, dir);
     cr_assert_eq(rc, 0, "%s", out);
     cr_assert(strstr(out, "exec srun --kill-on-bad-exit=1 '"), "%s", out);
     char c[4096];
@@ -135,12 +137,12 @@ Test(submit, dry_run_and_multi_rank_script)
 Test(submit, sbatch_refusal_and_absence_are_one_line)
 {
     int rc = tcli_run(out, sizeof out, "FAKE_SBATCH_MODE=refuse PATH=%s:$PATH %s submit %s/c.yaml",
-                      fake, tcli_bin(), dir);
+                      fake, sf, dir);
     cr_assert_eq(rc, 2, "%s", out);
     cr_assert_eq(tcli_count_lines(out), 1, "%s", out);
     cr_assert(strstr(out, "invalid partition specified: gpu; sbatch: error: Batch job submission "
                           "failed"), "sbatch's message not passed through: %s", out);
-    rc = tcli_run(out, sizeof out, "PATH=/nonexistent %s submit %s/c.yaml", tcli_bin(), dir);
+    rc = tcli_run(out, sizeof out, "PATH=/nonexistent %s submit %s/c.yaml", sf, dir);
     cr_assert_eq(rc, 2, "%s", out);
     cr_assert_eq(tcli_count_lines(out), 1, "%s", out);
     cr_assert(strstr(out, "sbatch") && strstr(out, "not found on PATH") && strstr(out, "--dry-run"),
@@ -154,18 +156,19 @@ Test(submit, usr1_checkpoints_requeues_and_resumes_identically, .timeout = 600)
     char c[4096];
     int rc = tcli_run(out, sizeof out,
                       "cd %s && SLURM_JOB_ID=77 PATH=%s:$PATH %s train c.yaml & pid=$!; "
-                      "while [ ! -e %s/run/metrics.jsonl ]; do sleep 0.01; done; kill -USR1 $pid; "
-                      "wait $pid", dir, fake, tcli_bin(), dir);
+                      "i=0; while [ ! -e %s/run/metrics.jsonl ] && [ $i -lt 6000 ]; do sleep 0.01; "
+                      "i=$((i + 1)); done; kill -USR1 $pid; "
+                      "wait $pid", dir, fake, sf, dir);
     cr_assert_eq(rc, 1, "exit %d: %s", rc, out);
     cr_assert(strstr(out, "checkpoint written; requeued Slurm job 77"), "%s", out);
     cr_assert_eq(calls("scontrol", c, sizeof c), 1);
     cr_assert_str_eq(c, "requeue 77\n");
-    rc = tcli_run(out, sizeof out, "cd %s && %s train c.yaml --resume", dir, tcli_bin());
+    rc = tcli_run(out, sizeof out, "cd %s && %s train c.yaml --resume", dir, sf);
     cr_assert_eq(rc, 0, "%s", out);
     cr_assert(strstr(out, "resuming from"), "%s", out);
     rc = tcli_run(out, sizeof out, "cd %s && %s train c.yaml --set out_dir=%s/ref && "
                   "cmp %s/ref/final/sae.safetensors %s/run/final/sae.safetensors",
-                  dir, tcli_bin(), dir, dir, dir);
+                  dir, sf, dir, dir, dir);
     cr_assert_eq(rc, 0, "resumed weights differ from an uninterrupted run: %s", out);
 }
 
@@ -173,14 +176,14 @@ Test(submit, status_reports_progress_and_jobs)
 {
     int rc = tcli_run(out, sizeof out, "cd %s && %s train c.yaml --set train.total_tokens=65536 "
                       ">/dev/null && PATH=%s:$PATH %s submit c.yaml 2>/dev/null >/dev/null; "
-                      "PATH=/nonexistent %s status %s/run", dir, tcli_bin(), fake, tcli_bin(),
-                      tcli_bin(), dir);
+                      "PATH=/nonexistent %s status %s/run", dir, sf, fake, sf,
+                      sf, dir);
     cr_assert_eq(rc, 0, "%s", out);
     const char *want[] = {"state:      finished", "step:       256 of 256 (100.0%)",
                           "tokens:     65536 of 65536", "last log:   loss ",
                           "slurm job:  4242 ", "state unknown (squeue not on PATH)"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         cr_assert(strstr(out, want[i]), "'%s' missing from:\n%s", want[i], out);
-    rc = tcli_run(out, sizeof out, "%s status %s/nothing", tcli_bin(), dir);
+    rc = tcli_run(out, sizeof out, "%s status %s/nothing", sf, dir);
     cr_assert_eq(rc, 2, "%s", out);
 }
