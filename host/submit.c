@@ -14,6 +14,7 @@
 #include "fsutil.h"
 #include "proc.h"
 #include "submit.h"
+#include "sweep.h"
 
 #define DEFAULT_GRACE 120
 
@@ -39,7 +40,7 @@ static void usage(FILE *f)
         "  --gpus-per-node G    #SBATCH --gpus-per-node=G\n"
         "  --cpus-per-task C    #SBATCH --cpus-per-task=C; the trainer uses C threads\n"
         "  --mem M              #SBATCH --mem=M (e.g. 32G)\n"
-        "  --array              one array task per sweep member (needs sweeps: not supported yet)\n"
+        "  --array              one array task per sweep member (CONFIG needs a sweep: block)\n"
         "  --signal-grace S     seconds of warning before the kill: --signal=B:USR1@S (default %d)\n"
         "  --sbatch ARG         an extra sbatch option, written as `#SBATCH ARG` (repeatable),\n"
         "                       e.g. --sbatch --account=myproj --sbatch --qos=low\n",
@@ -157,10 +158,6 @@ int submit_parse_args(submit_opts *o, int argc, char **argv, sf_err *err)
         return sf_fail(err, SF_EINPUT,
                        "submit: no CONFIG given; usage: saeforge submit CONFIG [options] "
                        "(see --help)");
-    if (o->array)
-        return sf_fail(err, SF_EINPUT,
-                       "submit: --array: sweeps not yet supported (there is no `sweep:` config "
-                       "key in this build); submit each config without --array");
     return SF_OK;
 }
 
@@ -226,7 +223,13 @@ static void render_header(strbuf *b, const submit_opts *o, const char *config,
                  "# --requeue lets Slurm requeue it, --open-mode=append keeps one log per job id.\n",
               run_dir, o->signal_grace, o->signal_grace);
     sb_printf(b, "#SBATCH --job-name=saeforge-%s\n", name);
-    sb_printf(b, "#SBATCH --output=%s/slurm/slurm-%%j.out\n", run_dir);
+    if (o->array) {
+        sb_printf(b, "# --array: task i trains sweep member i alone (its own pass over the data)\n");
+        sb_printf(b, "#SBATCH --array=0-%d\n", o->n_members - 1);
+        sb_printf(b, "#SBATCH --output=%s/slurm/slurm-%%A_%%a.out\n", run_dir);
+    } else {
+        sb_printf(b, "#SBATCH --output=%s/slurm/slurm-%%j.out\n", run_dir);
+    }
     sb_printf(b, "#SBATCH --open-mode=append\n#SBATCH --requeue\n");
     sb_printf(b, "#SBATCH --signal=B:USR1@%d\n", o->signal_grace);
     if (o->partition)
@@ -280,6 +283,8 @@ char *submit_render(const submit_opts *o, const char *bin, const char *config,
         sb_printf(&b, " --set ");
         sb_quoted(&b, o->sets[i]);
     }
+    if (o->array)
+        sb_printf(&b, " --member \"$SLURM_ARRAY_TASK_ID\"");
     sb_printf(&b, " --resume\n");
     return b.s;
 }
@@ -341,6 +346,18 @@ static int submit(const submit_opts *o, sf_err *err)
 {
     sf_config *cfg = calloc(1, sizeof *cfg);
     int rc = train_check_input(o->config, o->sets, o->n_sets, cfg, err);
+    submit_opts oa = *o;
+    if (!rc && o->array) {
+        sweep_spec *sp = calloc(1, sizeof *sp);
+        rc = sweep_read(o->config, sp, err);
+        if (!rc && sp->n_keys == 0)
+            rc = sf_fail(err, SF_EINPUT,
+                         "submit: --array: %s has no sweep: block, so there are no members to "
+                         "spread over array tasks; drop --array or add a sweep", o->config);
+        oa.n_members = sp->n_members;
+        free(sp);
+    }
+    o = &oa;
     char bin[PATH_MAX], config[PATH_MAX], cwd[PATH_MAX], run_dir[PATH_MAX], dir[PATH_MAX + 16];
     if (!rc && !realpath("/proc/self/exe", bin))
         rc = sf_fail(err, SF_EINPUT, "submit: cannot find the saeforge binary (%s)",

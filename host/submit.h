@@ -18,6 +18,7 @@ typedef struct submit_opts {
     int gpus_per_node, cpus_per_task;       /* 0 = not asked */
     int signal_grace;                       /* seconds of warning before preemption/time limit */
     int array, dry_run;
+    int n_members;                          /* --array: sweep members (set by submit) */
 } submit_opts;
 
 /* Parses the arguments after the verb into o. Returns SF_OK, SF_EINPUT (err says which

@@ -15,11 +15,13 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: saeforge train CONFIG [--set key=value]... [--resume]\n"
+            "usage: saeforge train CONFIG [--set key=value]... [--resume] [--member I]\n"
             "  Trains the SAE described by CONFIG (YAML; see docs/config.md), or every member of\n"
             "  its sweep: block from one pass over the data (see README, Sweeps).\n"
             "  --set key=value  override a config key (dotted, e.g. --set train.lr=1e-4)\n"
-            "  --resume         continue from the newest complete checkpoint in out_dir\n");
+            "  --resume         continue from the newest complete checkpoint in out_dir\n"
+            "  --member I       train only member I (0-based, sweep.json order) of the sweep, in\n"
+            "                   its own pass over the data (what `submit --array` runs per task)\n");
 }
 
 static void summary_solo(const trainer *t)
@@ -68,7 +70,7 @@ static void summary_sweep(const trainer *t)
 }
 
 static int setup_sweep(trainer *t, const char *cfg_path, const char **sets, int n_sets,
-                       const sweep_spec *sp, int resume, sf_err *err)
+                       const sweep_spec *sp, int member, int resume, sf_err *err)
 {
     sf_config base;
     int rc = config_load(cfg_path, sets, n_sets, &base, err);
@@ -81,8 +83,13 @@ static int setup_sweep(trainer *t, const char *cfg_path, const char **sets, int 
     sf_config *cs = calloc((size_t)sp->n_members, sizeof *cs);
     char(*names)[128] = calloc((size_t)sp->n_members, 128);
     int need_g = 0;
+    if (member >= sp->n_members)
+        rc = sf_fail(err, SF_EINPUT, "%s: --member %d: the sweep has %d members (0..%d)", cfg_path,
+                     member, sp->n_members, sp->n_members - 1);
     for (int i = 0; i < sp->n_members && !rc; i++) {
         sweep_member(sp, i, names[i], 128, ov);
+        if (member >= 0 && i != member)
+            continue;
         snprintf(out_ov, SF_PATH_MAX + 200, "out_dir=%s/%s", base.out_dir, names[i]);
         int n = 0;
         for (int j = 0; j < n_sets; j++)
@@ -105,7 +112,8 @@ static int setup_sweep(trainer *t, const char *cfg_path, const char **sets, int 
     if (!rc)
         rc = trainer_open_data(t, &base, need_g, err);
     for (int i = 0; i < sp->n_members && !rc; i++)
-        rc = trainer_add_member(t, &cs[i], names[i], resume, err);
+        if (member < 0 || i == member)
+            rc = trainer_add_member(t, &cs[i], names[i], resume, err);
     free(all);
     free(ov);
     free(out_ov);
@@ -117,9 +125,12 @@ static int setup_sweep(trainer *t, const char *cfg_path, const char **sets, int 
 /* Config, sweep expansion, shards and the memory check: everything that can be wrong with the
  * input, before anything is written. sp receives the sweep (n_keys = 0 for a solo run). */
 static int train_prepare(trainer *t, const char *cfg_path, const char **sets, int n_sets,
-                         int resume, sweep_spec *sp, sf_err *err)
+                         int member, int resume, sweep_spec *sp, sf_err *err)
 {
     int rc = sweep_read(cfg_path, sp, err);
+    if (!rc && member >= 0 && sp->n_keys == 0)
+        rc = sf_fail(err, SF_EINPUT, "%s: --member %d: this config has no sweep: block; drop --member",
+                     cfg_path, member);
     if (!rc && sp->n_keys == 0) {
         sf_config c;
         rc = config_load(cfg_path, sets, n_sets, &c, err);
@@ -128,23 +139,27 @@ static int train_prepare(trainer *t, const char *cfg_path, const char **sets, in
         if (!rc)
             rc = trainer_add_member(t, &c, "", resume, err);
     } else if (!rc) {
-        rc = setup_sweep(t, cfg_path, sets, n_sets, sp, resume, err);
+        rc = setup_sweep(t, cfg_path, sets, n_sets, sp, member, resume, err);
     }
     if (!rc)
         rc = trainer_check_memory(t, err);
     return rc;
 }
 
-static int train_main(trainer *t, const char *cfg_path, const char **sets, int n_sets, int resume,
-                      int *made_sweep_dir, sf_err *err)
+static int train_main(trainer *t, const char *cfg_path, const char **sets, int n_sets, int member,
+                      int resume, int *made_sweep_dir, sf_err *err)
 {
     sweep_spec *sp = calloc(1, sizeof *sp);
-    int rc = train_prepare(t, cfg_path, sets, n_sets, resume, sp, err);
+    int rc = train_prepare(t, cfg_path, sets, n_sets, member, resume, sp, err);
     if (!rc && sp->n_keys) {
-        *made_sweep_dir = !fs_exists(t->sweep_dir);
+        *made_sweep_dir = member < 0 && !fs_exists(t->sweep_dir);
         rc = sweep_write_json(t->sweep_dir, sp, err);
     }
     free(sp);
+    /* One member alone (an array task) checkpoints as a solo run: the sweep's shared-step marker
+     * belongs to a run of all members, and tasks running side by side would overwrite it. */
+    if (member >= 0)
+        t->sweep_dir[0] = 0;
     if (rc)
         return rc;
     rc = trainer_run(t, resume, err);
@@ -171,7 +186,7 @@ int cmd_train(int argc, char **argv)
 {
     const char *cfg_path = NULL;
     const char **sets = calloc((size_t)argc + 1, sizeof *sets);
-    int n_sets = 0, resume = 0;
+    int n_sets = 0, resume = 0, member = -1;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
@@ -179,6 +194,15 @@ int cmd_train(int argc, char **argv)
             return 0;
         } else if (!strcmp(argv[i], "--resume")) {
             resume = 1;
+        } else if (!strcmp(argv[i], "--member")) {
+            char *end = NULL;
+            long v = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : -1;
+            if (i + 1 >= argc || !end || *end || end == argv[i + 1] || v < 0 || v > 1000000) {
+                free(sets);
+                return cli_error(2, "train: --member needs a member index 0, 1, ... (see sweep.json)");
+            }
+            member = (int)v;
+            i++;
         } else if (!strcmp(argv[i], "--set")) {
             if (i + 1 >= argc) {
                 free(sets);
@@ -206,7 +230,7 @@ int cmd_train(int argc, char **argv)
     trainer *t = calloc(1, sizeof *t);
     sf_err err = {0};
     int made_sweep_dir = 0;
-    int rc = train_main(t, cfg_path, sets, n_sets, resume, &made_sweep_dir, &err);
+    int rc = train_main(t, cfg_path, sets, n_sets, member, resume, &made_sweep_dir, &err);
     if (rc)
         cli_error(rc == SF_EINPUT ? 2 : 1, "%s", err.msg);
     if (rc == SF_EINPUT) { /* nothing worth keeping; lets the fixed config run again */
@@ -225,7 +249,7 @@ int train_check_input(const char *cfg_path, const char *const *sets, int n_sets,
 {
     trainer *t = calloc(1, sizeof *t);
     sweep_spec *sp = calloc(1, sizeof *sp);
-    int rc = train_prepare(t, cfg_path, (const char **)sets, n_sets, 1, sp, err);
+    int rc = train_prepare(t, cfg_path, (const char **)sets, n_sets, -1, 1, sp, err);
     if (!rc) /* the run's (or the sweep's) out_dir and settings as given */
         rc = config_load(cfg_path, (const char **)sets, n_sets, cfg, err);
     trainer_free(t);

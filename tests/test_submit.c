@@ -134,6 +134,18 @@ Test(submit, dry_run_and_multi_rank_script)
     cr_assert_eq(calls("sbatch", c, sizeof c), 0, "--dry-run called sbatch: %s", c);
 }
 
+/* --array on a sweep config: one task per member, each running `train --member $TASK`. */
+Test(submit, array_script_for_a_sweep)
+{
+    int rc = tcli_run(out, sizeof out, "cp %s/c.yaml %s/s.yaml && printf 'sweep:\\n  sae.k: [2, 3, 4]\\n' "
+                      ">> %s/s.yaml && PATH=%s:$PATH %s submit %s/s.yaml --dry-run --array && "
+                      "grep -E '^#SBATCH --array|^exec ' %s/run/slurm/job.sbatch",
+                      dir, dir, dir, fake, sf, dir, dir);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "#SBATCH --array=0-2\n"), "%s", out);
+    cr_assert(strstr(out, " --member \"$SLURM_ARRAY_TASK_ID\" --resume"), "%s", out);
+}
+
 Test(submit, sbatch_refusal_and_absence_are_one_line)
 {
     int rc = tcli_run(out, sizeof out, "FAKE_SBATCH_MODE=refuse PATH=%s:$PATH %s submit %s/c.yaml",

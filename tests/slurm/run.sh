@@ -73,13 +73,26 @@ else
     bad b "job '$id' did not start or could not be signalled ($(cat submit.err))"
 fi
 
-# (c) sweeps with --array: not in this build; submit must refuse it before sbatch.
-if "$bin" submit quick.yaml --array --set out_dir=runc >c.out 2>&1; then
-    bad c "--array was accepted without sweep support"
-elif grep -q "sweeps not yet supported" c.out && [ ! -e runc ]; then
-    ok "c: --array refused (sweeps not yet supported), nothing written"
+# (c) a 3-member sweep with --array: one array task per member, each member complete and equal
+# to the same member of a one-pass sweep trained here.
+cp quick.yaml sweep3.yaml
+sed -i 's#total_tokens: 2_097_152.*#total_tokens: 131072#' sweep3.yaml
+printf 'sweep:\n  sae.k: [4, 8, 16]\n' >>sweep3.yaml
+"$bin" train sweep3.yaml --set out_dir=refc --set log.progress=off >refc.log 2>&1
+id=$("$bin" submit sweep3.yaml --array --set out_dir=runc 2>c.err)
+c_ok=1
+for m in k4 k8 k16; do
+    wait_file "runc/$m/final/sae.safetensors" 600 || c_ok=0
+done
+sleep 2
+st=$(wait_job "$id" 120)
+for m in k4 k8 k16; do
+    cmp -s "refc/$m/final/sae.safetensors" "runc/$m/final/sae.safetensors" || c_ok=0
+done
+if [ "$c_ok" = 1 ] && grep -q '^#SBATCH --array=0-2' runc/slurm/job.sbatch; then
+    ok "c: 3-member sweep as array job $id: every member finished, equal to the one-pass sweep's"
 else
-    bad c "$(cat c.out)"
+    bad c "array job '$id' state '$st'; $(cat c.err); $(ls runc runc/slurm 2>&1 | tr '\n' ' ')"
 fi
 
 # (d) --dry-run writes the script and submits nothing.
