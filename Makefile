@@ -146,6 +146,7 @@ clean:
 
 -include $(wildcard kernels/emu/*.mk bench/*.mk)
 -include tests/fuzz/fuzz.mk
+-include py/py.mk
 -include tests/interop/interop.mk
 -include tests/slurm/slurm.mk
 # venvs under $(BUILD) (test-interop) hold folders named *.d: prune them, keep files only

@@ -19,6 +19,8 @@ int cmd_status(int argc, char **argv);  /* host/status.c   */
  * sizes), without training; the resolved config goes to cfg (host/train.c). */
 int train_check_input(const char *cfg_path, const char *const *sets, int n_sets, sf_config *cfg,
                       sf_err *err);
+int cmd_extract(int argc, char **argv); /* host/pytool.c: Python tool */
+int cmd_eval(int argc, char **argv);    /* host/pytool.c: Python tool */
 
 /* Prints "saeforge: <msg>" on stderr and returns code (for `return cli_error(2, ...)`). */
 int cli_error(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -19,6 +19,8 @@ static const struct {
     {"export", cmd_export, "export RUN --format saelens|sparsify --out DIR"},
     {"submit", cmd_submit, "submit CONFIG [--set key=value]... [--dry-run] [slurm options]   Slurm job"},
     {"status", cmd_status, "status RUN                    step, tokens, metrics, ETA, Slurm jobs"},
+    {"extract", cmd_extract, "extract --model M --hook H --text FILE... --out DIR [--gradients] ...   shards from a causal LM (make py)"},
+    {"eval", cmd_eval, "eval SAE_OR_RUN --model M --text FILE... [--json OUT] ...   downstream CE/KL of a spliced SAE (make py)"},
 };
 
 static void usage(FILE *f)
