@@ -6,6 +6,7 @@ import math
 import os
 import sys
 
+import numpy as np
 import torch
 
 from . import ToolError
@@ -65,9 +66,9 @@ def evaluate(model, module, windows, saes, a):
     n_pred = 0
     prog = Progress(a.tokens)
     for batch in batches(windows, a.batch):
-        ids = torch.as_tensor([w for w, _ in batch], device=a.device)
-        mask = torch.as_tensor([m for _, m in batch], device=a.device)
-        keep = torch.as_tensor([windows.keep(m) for _, m in batch], device=a.device)
+        ids = torch.as_tensor(np.stack([w for w, _ in batch]), device=a.device)
+        mask = torch.as_tensor(np.stack([m for _, m in batch]), device=a.device)
+        keep = torch.as_tensor(np.stack([windows.keep(m) for _, m in batch]), device=a.device)
         cap = Hook(module, lambda x: None)
         with torch.no_grad(), cap:
             logits = model(input_ids=ids, attention_mask=mask).logits

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import torch
 
 from . import ToolError
@@ -169,9 +170,9 @@ def run(a):
             if skip >= n_rows:  # rows of finished shards: no forward pass needed
                 skip -= n_rows
                 continue
-            ids = torch.as_tensor([w for w, _ in batch], device=a.device)
-            mask = torch.as_tensor([m for _, m in batch], device=a.device)
-            keep_t = torch.as_tensor(keep, device=a.device)
+            ids = torch.as_tensor(np.stack([w for w, _ in batch]), device=a.device)
+            mask = torch.as_tensor(np.stack([m for _, m in batch]), device=a.device)
+            keep_t = torch.as_tensor(np.stack(keep), device=a.device)
             acts, grads, toks = forward_rows(model, module, a.hook, ids, mask, keep_t, a.gradients)
             acts, toks = acts[skip:], toks[skip:].cpu()
             grads = grads[skip:] if grads is not None else None

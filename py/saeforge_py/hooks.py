@@ -8,7 +8,11 @@ from . import ToolError
 
 def load_model(name, device):
     """A causal LM and its tokenizer from a local save_pretrained directory or a hub name."""
+    import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    # its weight-loading bar and notices would break the one-line error contract on stderr
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
     if device == "cuda" and not torch.cuda.is_available():
         raise ToolError("--device cuda: no usable CUDA device here; use --device cpu")
     local = os.path.isdir(name)
