@@ -569,7 +569,7 @@ static double important_recovery(const char *run, const char *data, double *over
 /* Same data, n, k, lr, tokens and seed; only the ranking differs. The important features are
  * small (0.3x) and rare, so they barely move the reconstruction loss and TopK mostly gives
  * their slots to large features; g-SAE's gate |W_dec g| is large exactly along them. */
-Test(rules, gsae_beats_topk_on_important_features, .timeout = 120)
+Test(rules, gsae_beats_topk_on_important_features, .timeout = 300)
 {
     const char *dir = tcli_tmpdir(3);
     char data[600], run[2][700], cfg[700], text[4096];
