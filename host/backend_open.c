@@ -2,6 +2,41 @@
 #include <stdio.h>
 
 #include "backend_open.h"
+#include "memcheck.h"
+
+#if defined(SF_WITH_CUDA) && !defined(SF_EMU)
+#include <cuda_runtime_api.h>
+#endif
+
+/* Defined here rather than in memcheck.c: this file is the one built per variant. */
+int64_t memcheck_cuda_bytes(const sae_hparams *hp, int max_B)
+{
+#if defined(SF_WITH_CUDA)
+    return backend_cuda_bytes(hp, max_B);
+#else
+    (void)hp;
+    (void)max_B;
+    return 0;
+#endif
+}
+
+/* Free memory of device 0, or -1 when there is no device to ask (CPU and emulated builds,
+ * no GPU): the memory check then skips the device side. */
+int64_t memcheck_cuda_available(void)
+{
+#if defined(SF_WITH_CUDA) && !defined(SF_EMU)
+    size_t fr = 0, tot = 0;
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || count < 1 || cudaSetDevice(0) != cudaSuccess ||
+        cudaMemGetInfo(&fr, &tot) != cudaSuccess) {
+        cudaGetLastError(); /* clear it: the backend reports the GPU's state itself */
+        return -1;
+    }
+    return (int64_t)fr;
+#else
+    return -1;
+#endif
+}
 
 sae_backend *backend_open(const sae_hparams *hp, int max_B, int kind, int threads, char *why,
                           int len)

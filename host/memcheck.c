@@ -63,15 +63,4 @@ int64_t memcheck_host_available(char *src, int len)
     return best;
 }
 
-int64_t memcheck_cuda_bytes(const sae_hparams *hp, int max_B)
-{
-#if defined(SF_WITH_CUDA)
-    return backend_cuda_bytes(hp, max_B);
-#else
-    (void)hp;
-    (void)max_B;
-    return 0;
-#endif
-}
 
-int64_t memcheck_cuda_available(void) { return -1; }

@@ -15,8 +15,8 @@ int64_t memcheck_host_available(char *src, int len);
 /* Device bytes a CUDA backend for (hp, max_B) allocates; 0 in builds without CUDA. */
 int64_t memcheck_cuda_bytes(const sae_hparams *hp, int max_B);
 
-/* Free device memory, or -1 when it is not known to the host code (the CUDA backend still
- * fails cleanly on its own allocation). */
+/* Free memory of GPU 0, or -1 when there is none to ask (CPU and emulated builds). Both
+ * memcheck_cuda_* live in host/backend_open.c, the file built once per variant. */
 int64_t memcheck_cuda_available(void);
 
 #endif
