@@ -27,6 +27,13 @@ typedef struct bsel_cand {
     int64_t flat;
 } bsel_cand;
 
+/* The keep rule both paths share: a key above the threshold key Tb, or equal to it at a flat
+ * index b*n + i no later than tie_last (ties go to the lower flat index). */
+static inline int bsel_keep(uint32_t u, int64_t flat, uint32_t Tb, int64_t tie_last)
+{
+    return u > Tb || (u == Tb && flat <= tie_last);
+}
+
 static int cmp_bsel(const void *a, const void *b)
 {
     const bsel_cand *x = a, *y = b;
@@ -139,7 +146,7 @@ int select_batch_3pass_cpu(const float *pre,     // (B, n)
             if (!(pb[i] > 0.0f))
                 continue;
             uint32_t u = fbits(pb[i]);
-            if (u > Tb || (u == Tb && (int64_t)b * n + i <= tie_last)) {
+            if (bsel_keep(u, (int64_t)b * n + i, Tb, tie_last)) {
                 lat[off] = i;
                 val[off] = pb[i];
                 off++;
@@ -272,7 +279,7 @@ static int select_from_candidates(const cand1 *c, const int64_t *crow, int B, in
     for (int b = 0; b < B; b++) {
         int cnt = 0;
         for (int64_t j = crow[b]; j < crow[b + 1]; j++)
-            cnt += c[j].bits > Tb || (c[j].bits == Tb && (int64_t)b * n + c[j].lat <= tie_last);
+            cnt += bsel_keep(c[j].bits, (int64_t)b * n + c[j].lat, Tb, tie_last);
         row_ptr[b + 1] = cnt;
     }
     for (int b = 0; b < B; b++)
@@ -285,7 +292,7 @@ static int select_from_candidates(const cand1 *c, const int64_t *crow, int B, in
         int off = row_ptr[b];
         for (int64_t j = crow[b]; j < crow[b + 1]; j++) {
             uint32_t u = c[j].bits;
-            if (u > Tb || (u == Tb && (int64_t)b * n + c[j].lat <= tie_last)) {
+            if (bsel_keep(u, (int64_t)b * n + c[j].lat, Tb, tie_last)) {
                 lat[off] = c[j].lat;
                 memcpy(&val[off], &u, sizeof(float));
                 off++;
