@@ -221,12 +221,13 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
     int d = hp->d, n = hp->n, G = c->G;
     SF_CHECK(B >= 1 && B <= be->max_B && k >= 1);
     SF_CHECK(hp->arch != SAE_ARCH_GSAE || g != NULL);
+    /* the clock covers the whole step, thread set-up and code resizing included (as stats) */
+    sae_prof prof;
+    sae_prof_begin(&prof, be->profile, be->phase_s);
     enter(c);
     ensure_k(be, k);
     memset(out, 0, sizeof(*out));
     size_t Bd = (size_t)B * d;
-    sae_prof prof;
-    sae_prof_begin(&prof, be->profile, be->phase_s);
 
     /* 1. dead mask from the state before this step */
     int ndead = featstats_dead_mask_cpu(c->s.since_fired, n, hp->dead_tokens, c->mask);
@@ -335,8 +336,8 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
         out->gw_err = out->gw_den > 0.0 ? out->gw_num / out->gw_den : 0.0;
     }
     out->tokens = B;
-    sae_prof_mark(&prof, SAE_PH_STATS);
     leave(c);
+    sae_prof_mark(&prof, SAE_PH_STATS);
 }
 
 /* Inference codes into erow_ptr/elat/eval (topk rules keep their padding). Returns the gate
