@@ -6,7 +6,7 @@ CC       ?= gcc
 CXX      ?= g++
 NVCC     ?= /usr/local/cuda/bin/nvcc
 CUDA_DIR ?= /usr/local/cuda
-PKGS     := hdf5-serial libcyaml openblas
+PKGS     := hdf5-serial libcyaml openblas ompi-c
 SANITIZE ?=
 WERROR   ?= -Werror
 

@@ -41,7 +41,7 @@ typedef struct {
 } y_sae;
 typedef struct {
     char *batch_tokens, *total_tokens, *lr, *lr_min, *warmup_steps, *schedule, *decay_start, *k_start,
-        *k_anneal_steps, *grad_clip, *precision, *threads, *eval_every_steps;
+        *k_anneal_steps, *grad_clip, *precision, *threads, *eval_every_steps, *dist_timeout_s;
 } y_train;
 typedef struct {
     char *every_steps, *keep;
@@ -79,7 +79,8 @@ static const cyaml_schema_field_t y_train_f[] = {
     YS("decay_start", y_train, decay_start), YS("k_start", y_train, k_start),
     YS("k_anneal_steps", y_train, k_anneal_steps), YS("grad_clip", y_train, grad_clip),
     YS("precision", y_train, precision), YS("threads", y_train, threads),
-    YS("eval_every_steps", y_train, eval_every_steps), CYAML_FIELD_END};
+    YS("eval_every_steps", y_train, eval_every_steps), YS("dist_timeout_s", y_train, dist_timeout_s),
+    CYAML_FIELD_END};
 static const cyaml_schema_field_t y_ckpt_f[] = {YS("every_steps", y_ckpt, every_steps), YS("keep", y_ckpt, keep),
                                                 CYAML_FIELD_END};
 static const cyaml_schema_field_t y_log_f[] = {YS("every_steps", y_logsec, every_steps),
@@ -182,6 +183,8 @@ static const key_def KEYS[] = {
     LEAF("train.threads", K_INT, train.threads, NULL, train, y_train, threads, "CPU threads; 0 = all cores"),
     LEAF("train.eval_every_steps", K_INT, train.eval_every_steps, NULL, train, y_train, eval_every_steps,
          "evaluate every N steps; 0 = only at the end"),
+    LEAF("train.dist_timeout_s", K_INT, train.dist_timeout_s, NULL, train, y_train, dist_timeout_s,
+         "data parallel: stop the job when a rank waits this long for the others"),
     SEC("checkpoint", checkpoint),
     LEAF("checkpoint.every_steps", K_INT, checkpoint.every_steps, NULL, checkpoint, y_ckpt, every_steps,
          "checkpoint every N steps; 0 = only at the end"),
@@ -1016,6 +1019,7 @@ static int validate_impl(const sf_config *c, int d, const origin *o, sf_err *err
         {"train.k_anneal_steps", 0},
         {"train.threads", 0},
         {"train.eval_every_steps", 0},
+        {"train.dist_timeout_s", 1},
         {"checkpoint.every_steps", 0},
         {"checkpoint.keep", 1},
         {"log.every_steps", 1},
@@ -1195,6 +1199,7 @@ void config_defaults(sf_config *c)
     c->train.precision = SAE_PREC_FP32;
     c->train.threads = 0;
     c->train.eval_every_steps = 0;
+    c->train.dist_timeout_s = 600;
     c->checkpoint.every_steps = 1000;
     c->checkpoint.keep = 3;
     c->log.every_steps = 10;

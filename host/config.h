@@ -59,6 +59,7 @@ typedef struct sf_config {
         float grad_clip;            /* 0 = off */
         sae_precision precision;    /* default fp32 */
         int threads;                /* CPU threads; 0 = all cores */
+        int dist_timeout_s;         /* data parallel: a collective waiting longer stops the job */
         int eval_every_steps;       /* 0 = only at the end; evaluation needs an eval set */
     } train;
 

@@ -2,8 +2,8 @@
  *
  * One backend instance owns one SAE's parameters and optimizer state in its own memory
  * (host for cpu, device for cuda). The host driver feeds the same batch to several instances
- * for a sweep; a data-parallel run will reduce gradients between backward and update (the
- * split of train_step into those two halves is internal to each backend, see step order).
+ * for a sweep; a data-parallel run sums gradients between backward and update inside
+ * train_step (see dist.h for where its collectives sit in the step order below).
  *
  * Step order (train_step), identical on both backends:
  *   1. dead mask D from since_fired (state before this step); dead_frac = |D|/n
@@ -32,6 +32,7 @@
 
 #include <stdint.h>
 
+#include "dist.h"
 #include "profile.h"
 #include "sae_types.h"
 
@@ -88,6 +89,14 @@ struct sae_backend {
      * backend then times with events and synchronises per phase boundary only at the step's end. */
     int profile;
     double phase_s[SAE_PH_COUNT];
+
+    /* Data parallel (dist.h, which writes down the multi-rank step order): NULL for one rank.
+     * set_dist attaches the ranks' collectives before the first step (the CUDA backend opens
+     * its NCCL communicator there); the caller keeps *dd alive while the backend lives. Under
+     * dist, train_step's metrics and eval_batch's sums are the global batch's on every rank,
+     * and eval_batch accepts B = 0. */
+    const sae_dist *dist;
+    void (*set_dist)(sae_backend *be, const sae_dist *dd);
 
     void *impl;
 };

@@ -12,6 +12,8 @@
 #include "auxk.h"
 #include "backend.h"
 #include "backward.h"
+#include "bselect_dist.h"
+#include "dist_cpu.h"
 #include "decode.h"
 #include "encode.h"
 #include "featstats.h"
@@ -41,6 +43,11 @@ typedef struct cpu_impl {
     sae_grads gr;
     sae_bwd_scratch ws;
     auxk_dense ad;               /* AuxK through dense products over the dead set (auxk.h) */
+    /* data parallel (dist.h): the dense gradient buffer and its all-latents view */
+    int code_mul;                /* main code rows per local row: world for batch rules, else 1 */
+    float *dbuf;                 /* (dist_grad_floats(d, n)) */
+    int *ident;                  /* (n) */
+    sae_grads dgr;
     /* inference codes (eval_batch, encode); grow on demand for the threshold rule */
     int64_t ecap;
     int *erow_ptr, *elat;
@@ -82,7 +89,10 @@ static void size_codes(sae_backend *be, int kcap)
     free(c->gr.dW_dec);
     bwd_scratch_free(&c->ws);
     c->kcap = kcap;
-    size_t main_entries = (size_t)be->max_B * (size_t)kcap;
+    /* a rank's share of a global batch selection can exceed its B k (never its B n) */
+    size_t main_entries = (size_t)be->max_B * (size_t)kcap * (size_t)c->code_mul;
+    if (main_entries > (size_t)be->max_B * (size_t)n)
+        main_entries = (size_t)be->max_B * (size_t)n;
     size_t all_entries = main_entries + (size_t)be->max_B * (size_t)c->kaux_cap;
     c->lat = xmalloc(main_entries, sizeof(int));
     c->val = xmalloc(main_entries, sizeof(float));
@@ -145,6 +155,8 @@ static void cpu_free(sae_backend *be)
     free(c->erow_ptr);
     free(c->elat);
     free(c->eval);
+    free(c->dbuf);
+    free(c->ident);
     free(c);
     free(be);
 }
@@ -213,11 +225,40 @@ static int is_batch_arch(sae_arch a)
     return a == SAE_ARCH_BATCHTOPK || a == SAE_ARCH_MATRYOSHKA;
 }
 
+static const sae_dist *dist_of(const sae_backend *be)
+{
+    return sae_dist_on(be->dist) ? be->dist : NULL;
+}
+
+/* Step 4: the main code; returns its entry count. */
+static int64_t train_select(sae_backend *be, const float *gate, int B, int64_t Bg, int k)
+{
+    cpu_impl *c = be->impl;
+    const sae_hparams *hp = &be->hp;
+    int n = hp->n;
+    if (!is_batch_arch(hp->arch)) {
+        select_topk_cpu(c->pre, gate, hp->gsae_beta, NULL, B, n, k, c->lat, c->val);
+        for (int b = 0; b <= B; b++)
+            c->row_ptr[b] = b * k;
+        return count_entries(c->lat, (int64_t)B * k);
+    }
+    float min_kept;
+    const sae_dist *dd = dist_of(be);
+    int64_t entries = dd ? select_batch_dist_cpu(c->pre, B, n, Bg * k, dd, c->row_ptr, c->lat, c->val, &min_kept)
+                         : select_batch_cpu(c->pre, B, n, (int64_t)B * k, c->row_ptr, c->lat, c->val, &min_kept);
+    if (c->s.theta < 0.0f)
+        c->s.theta = min_kept;
+    else
+        c->s.theta = hp->theta_ema * c->s.theta + (1.0f - hp->theta_ema) * min_kept;
+    return entries;
+}
+
 static void cpu_train_step(sae_backend *be, const float *x, const float *g, int B, int k,
                            float lr, int64_t step, sae_metrics *out)
 {
     cpu_impl *c = be->impl;
     const sae_hparams *hp = &be->hp;
+    const sae_dist *dd = dist_of(be);
     int d = hp->d, n = hp->n, G = c->G;
     SF_CHECK(B >= 1 && B <= be->max_B && k >= 1);
     SF_CHECK(hp->arch != SAE_ARCH_GSAE || g != NULL);
@@ -241,46 +282,34 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
         gate = c->gate;
     }
     sae_prof_mark(&prof, SAE_PH_GATE);
+    /* 5 first under data parallelism: the global batch size sets the selection's budget */
+    int64_t Bg = B;
+    double den = dd ? dist_center_cpu(dd, x, B, d, c->mean, &Bg) : 0.0;
     /* 4. selection */
-    int64_t entries;
-    if (is_batch_arch(hp->arch)) {
-        float min_kept;
-        entries = select_batch_cpu(c->pre, B, n, (int64_t)B * k, c->row_ptr, c->lat, c->val, &min_kept);
-        if (c->s.theta < 0.0f)
-            c->s.theta = min_kept;
-        else
-            c->s.theta = hp->theta_ema * c->s.theta + (1.0f - hp->theta_ema) * min_kept;
-    } else {
-        select_topk_cpu(c->pre, gate, hp->gsae_beta, NULL, B, n, k, c->lat, c->val);
-        for (int b = 0; b <= B; b++)
-            c->row_ptr[b] = b * k;
-        entries = count_entries(c->lat, (int64_t)B * k);
-    }
+    int64_t entries = train_select(be, gate, B, Bg, k);
     sae_prof_mark(&prof, SAE_PH_SELECT);
     /* 5. centring; a zero spread (e.g. B = 1) falls back to plain squared error */
-    double den = loss_center_cpu(x, B, d, c->mean);
+    if (!dd)
+        den = loss_center_cpu(x, B, d, c->mean);
     double den_eff = den > 0.0 ? den : 1.0;
-    /* 6. prefixes from the full one down, so dY[j] = sum_{g >= j} is a running suffix sum */
+    /* 6. prefixes from the full one down, so dY[j] = sum_{g >= j} is a running suffix sum.
+     * sums[]: per-prefix errors, AuxK error, entries, gw num/den (summed over ranks below). */
+    double sums[SAE_MAX_PREFIXES + 4] = {0};
     float coef = (float)(2.0 / ((double)G * den_eff));
-    double recon = 0.0, full_num = 0.0;
     for (int gi = G - 1; gi >= 0; gi--) {
         float *xh = gi == G - 1 ? c->xhat : c->xtmp;
         float *dy = c->dY + (size_t)gi * Bd;
         decode_cpu(c->row_ptr, c->lat, c->val, c->p.W_dec, c->p.b_dec, B, d, c->bounds[gi], xh);
         if (gi < G - 1)
             memcpy(dy, dy + Bd, Bd * sizeof(float));
-        double num = loss_residual_cpu(x, xh, B, d, coef, gi < G - 1, dy);
-        if (gi == G - 1)
-            full_num = num;
-        recon += num / den_eff;
+        sums[gi] = loss_residual_cpu(x, xh, B, d, coef, gi < G - 1, dy);
     }
-    recon /= G;
     sae_prof_mark(&prof, SAE_PH_DECODE);
     /* 7. AuxK on dead latents against the (constant) residual of the full reconstruction */
-    double auxk = 0.0;
     int n_groups = 1;
-    int kaux = 0, aux_dense = 0;
+    int kaux = 0, aux_dense = 0, aux_on = 0;
     if (hp->aux_alpha > 0.0f && ndead > 0 && c->kaux_cap > 0) {
+        aux_on = 1;
         kaux = ndead < c->kaux_cap ? ndead : c->kaux_cap;
         select_topk_cpu(c->pre, NULL, 0.0f, c->mask, B, n, kaux, c->aux_lat, c->aux_val);
         for (int b = 0; b <= B; b++)
@@ -295,11 +324,11 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
         else
             decode_cpu(c->aux_row_ptr, c->aux_lat, c->aux_val, c->p.W_dec, NULL, B, d, n, c->xtmp);
         float acoef = (float)(2.0 * hp->aux_alpha / den_eff);
-        auxk = loss_residual_cpu(c->ebuf, c->xtmp, B, d, acoef, 0, c->dY_aux) / den_eff;
+        sums[G] = loss_residual_cpu(c->ebuf, c->xtmp, B, d, acoef, 0, c->dY_aux);
         n_groups = aux_dense ? 1 : 2;
     }
     sae_prof_mark(&prof, SAE_PH_AUXK);
-    /* 8. backward, decoder projection, norm and clipping factor */
+    /* 8. backward (summed over ranks), decoder projection, norm and clipping factor */
     sae_bwd_group groups[2] = {
         {c->row_ptr, c->lat, c->val, G, c->bounds, c->dY, 1},
         {c->aux_row_ptr, c->aux_lat, c->aux_val, 1, c->full_bound, c->dY_aux, 0},
@@ -307,8 +336,13 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
     backward_cpu_ws(c->u, &c->p, B, d, n, groups, n_groups, &c->gr, &c->ws);
     if (aux_dense)
         auxk_dense_backward(&c->ad, c->u, c->dY_aux, &c->p, B, n, &c->gr);
-    dec_grad_project_cpu(c->p.W_dec, d, &c->gr);
-    double gnorm = sqrt(grad_sqnorm_cpu(&c->gr, d, n));
+    sae_grads *gr = &c->gr;
+    if (dd) {
+        dist_grads_cpu(dd, &c->gr, c->row_ptr, c->lat, B, d, n, c->dbuf, c->ident, &c->dgr);
+        gr = &c->dgr;
+    }
+    dec_grad_project_cpu(c->p.W_dec, d, gr);
+    double gnorm = sqrt(grad_sqnorm_cpu(gr, d, n));
     float gscale = hp->grad_clip > 0.0f && gnorm > hp->grad_clip ? (float)(hp->grad_clip / gnorm) : 1.0f;
     sae_prof_mark(&prof, SAE_PH_BACKWARD);
     /* 9. Adam with bias corrections from the step count */
@@ -316,43 +350,62 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
     double t = (double)c->s.adam_t;
     float step_size = (float)((double)lr / (1.0 - pow((double)hp->adam_b1, t)));
     float bc2_sqrt = (float)sqrt(1.0 - pow((double)hp->adam_b2, t));
-    adam_step_cpu(&c->p, &c->s, &c->gr, d, n, step_size, bc2_sqrt,
+    adam_step_cpu(&c->p, &c->s, gr, d, n, step_size, bc2_sqrt,
                   hp->adam_b1, hp->adam_b2, hp->adam_eps, gscale);
     sae_prof_mark(&prof, SAE_PH_OPTIM);
-    /* 10. statistics from the main code */
+    /* 10. statistics from the main code; dead counters over every rank's rows */
     featstats_update_cpu(c->row_ptr, c->lat, c->val, gate, B, n, step, &c->s);
+    if (dd)
+        dist_since_fired_cpu(c->dgr.db_dec + d, B, Bg, n, c->s.since_fired);
 
-    out->fvu_num = full_num;
+    sums[G + 1] = (double)entries;
+    if (g)
+        loss_gw_cpu(g, x, c->xhat, c->mean, B, d, &sums[G + 2], &sums[G + 3]);
+    if (dd)
+        dd->sum_f64(dd, sums, G + 4);
+    double recon = 0.0;
+    for (int gi = G - 1; gi >= 0; gi--)
+        recon += sums[gi] / den_eff;
+    recon /= G;
+    out->fvu_num = sums[G - 1];
     out->fvu_den = den;
-    out->fvu = full_num / den_eff;
-    out->auxk = auxk;
-    out->loss = recon + hp->aux_alpha * auxk;
-    out->l0 = (double)entries / B;
+    out->fvu = sums[G - 1] / den_eff;
+    out->auxk = aux_on ? sums[G] / den_eff : 0.0;
+    out->loss = recon + hp->aux_alpha * out->auxk;
+    out->l0 = sums[G + 1] / (double)Bg;
     out->dead_frac = (double)ndead / n;
     out->grad_norm = gnorm;
     out->gw_err = -1.0;
     if (g) {
-        loss_gw_cpu(g, x, c->xhat, c->mean, B, d, &out->gw_num, &out->gw_den);
+        out->gw_num = sums[G + 2];
+        out->gw_den = sums[G + 3];
         out->gw_err = out->gw_den > 0.0 ? out->gw_num / out->gw_den : 0.0;
     }
-    out->tokens = B;
+    out->tokens = Bg;
     leave(c);
     sae_prof_mark(&prof, SAE_PH_STATS);
 }
 
 /* Inference codes into erow_ptr/elat/eval (topk rules keep their padding). Returns the gate
- * used (gsae with g) or NULL. Assumes enter() and c->pre filled by enc_forward_cpu. */
-static const float *infer_codes(sae_backend *be, const float *g, int B, int k)
+ * used (gsae with g) or NULL. Assumes enter() and c->pre filled by enc_forward_cpu (B > 0).
+ * Bg: the global batch (data parallel; B otherwise) that the batch rule selects over. */
+static const float *infer_codes(sae_backend *be, const float *g, int B, int64_t Bg, int k)
 {
     cpu_impl *c = be->impl;
     const sae_hparams *hp = &be->hp;
+    const sae_dist *dd = dist_of(be);
     int n = hp->n;
+    c->erow_ptr[0] = 0;
     if (is_batch_arch(hp->arch)) {
         if (c->s.theta < 0.0f) {
             float mk;
-            ensure_ecap(c, (int64_t)B * k);
-            select_batch_cpu(c->pre, B, n, (int64_t)B * k, c->erow_ptr, c->elat, c->eval, &mk);
-        } else {
+            int64_t cap = Bg * k < (int64_t)B * n ? Bg * k : (int64_t)B * n;
+            ensure_ecap(c, cap > 0 ? cap : 1);
+            if (dd)
+                select_batch_dist_cpu(c->pre, B, n, Bg * k, dd, c->erow_ptr, c->elat, c->eval, &mk);
+            else
+                select_batch_cpu(c->pre, B, n, (int64_t)B * k, c->erow_ptr, c->elat, c->eval, &mk);
+        } else if (B > 0) {
             int64_t need = select_threshold_cpu(c->pre, c->s.theta, B, n, c->ecap,
                                                 c->erow_ptr, c->elat, c->eval);
             if (need > c->ecap) {
@@ -362,6 +415,8 @@ static const float *infer_codes(sae_backend *be, const float *g, int B, int k)
         }
         return NULL;
     }
+    if (B == 0)
+        return NULL;
     const float *gate = NULL;
     if (hp->arch == SAE_ARCH_GSAE && g) {
         gate_forward_cpu(g, c->p.W_dec, B, hp->d, n, c->gate);
@@ -374,27 +429,41 @@ static const float *infer_codes(sae_backend *be, const float *g, int B, int k)
     return gate;
 }
 
+/* Under data parallelism a rank whose share of the last eval batch is empty still calls with
+ * B = 0 and joins the collectives; acc then gets the global batch's sums on every rank. */
 static void cpu_eval_batch(sae_backend *be, const float *x, const float *g, int B, int k,
                            sae_metrics *acc)
 {
     cpu_impl *c = be->impl;
+    const sae_dist *dd = dist_of(be);
     int d = be->hp.d, n = be->hp.n;
-    SF_CHECK(B >= 1 && B <= be->max_B && k >= 1);
+    SF_CHECK(B >= (dd ? 0 : 1) && B <= be->max_B && k >= 1);
     enter(c);
-    enc_forward_cpu(x, c->p.W_enc, c->p.b_enc, c->p.b_dec, B, d, n, c->u, c->pre);
-    infer_codes(be, g, B, k);
-    decode_cpu(c->erow_ptr, c->elat, c->eval, c->p.W_dec, c->p.b_dec, B, d, n, c->xhat);
-    double den = loss_center_cpu(x, B, d, c->mean);
-    acc->fvu_num += loss_residual_cpu(x, c->xhat, B, d, 0.0f, 0, NULL);
-    acc->fvu_den += den;
-    acc->l0 += (double)count_entries(c->elat, c->erow_ptr[B]);
-    if (g) {
-        double num, gden;
-        loss_gw_cpu(g, x, c->xhat, c->mean, B, d, &num, &gden);
-        acc->gw_num += num;
-        acc->gw_den += gden;
+    int64_t Bg = B;
+    double den = dd ? dist_center_cpu(dd, x, B, d, c->mean, &Bg) : 0.0;
+    if (B > 0)
+        enc_forward_cpu(x, c->p.W_enc, c->p.b_enc, c->p.b_dec, B, d, n, c->u, c->pre);
+    infer_codes(be, g, B, Bg, k);
+    if (!dd)
+        den = loss_center_cpu(x, B, d, c->mean);
+    double sums[4] = {0}; /* error, entries, gw num, gw den */
+    if (B > 0) {
+        decode_cpu(c->erow_ptr, c->elat, c->eval, c->p.W_dec, c->p.b_dec, B, d, n, c->xhat);
+        sums[0] = loss_residual_cpu(x, c->xhat, B, d, 0.0f, 0, NULL);
+        sums[1] = (double)count_entries(c->elat, c->erow_ptr[B]);
+        if (g)
+            loss_gw_cpu(g, x, c->xhat, c->mean, B, d, &sums[2], &sums[3]);
     }
-    acc->tokens += B;
+    if (dd)
+        dd->sum_f64(dd, sums, 4);
+    acc->fvu_num += sums[0];
+    acc->fvu_den += den;
+    acc->l0 += sums[1];
+    if (g) {
+        acc->gw_num += sums[2];
+        acc->gw_den += sums[3];
+    }
+    acc->tokens += Bg;
     leave(c);
 }
 
@@ -406,7 +475,7 @@ static int64_t cpu_encode(sae_backend *be, const float *x, const float *g, int B
     SF_CHECK(B >= 1 && B <= be->max_B && k >= 1);
     enter(c);
     enc_forward_cpu(x, c->p.W_enc, c->p.b_enc, c->p.b_dec, B, d, n, c->u, c->pre);
-    const float *gate = infer_codes(be, g, B, k);
+    const float *gate = infer_codes(be, g, B, B, k);
     /* Compact: drop top-k padding, keep ascending latent order. */
     row_ptr[0] = 0;
     for (int b = 0; b < B; b++)
@@ -432,6 +501,27 @@ static int64_t cpu_encode(sae_backend *be, const float *x, const float *g, int B
     return total;
 }
 
+/* Data parallel: the dense gradient buffer, and room for a rank's share of a global batch
+ * selection (up to world times its own B k). */
+static void cpu_set_dist(sae_backend *be, const sae_dist *dd)
+{
+    cpu_impl *c = be->impl;
+    be->dist = dd;
+    if (!sae_dist_on(dd))
+        return;
+    int d = be->hp.d, n = be->hp.n;
+    SF_CHECK((int64_t)be->max_B * dd->world < (1 << 24)); /* fire counts travel as floats */
+    if (!c->dbuf) {
+        c->dbuf = xmalloc((size_t)dist_grad_floats(d, n), sizeof(float));
+        c->ident = xmalloc((size_t)n, sizeof(int));
+    }
+    int mul = is_batch_arch(be->hp.arch) ? dd->world : 1;
+    if (mul != c->code_mul) {
+        c->code_mul = mul;
+        size_codes(be, c->kcap);
+    }
+}
+
 sae_backend *backend_cpu_new(const sae_hparams *hp, int max_B, int threads)
 {
     SF_CHECK(hp->d > 0 && hp->n > 0 && hp->k > 0 && max_B > 0);
@@ -451,9 +541,11 @@ sae_backend *backend_cpu_new(const sae_hparams *hp, int max_B, int threads)
     be->train_step = cpu_train_step;
     be->eval_batch = cpu_eval_batch;
     be->encode = cpu_encode;
+    be->set_dist = cpu_set_dist;
 
     int d = hp->d, n = hp->n;
     c->threads = threads > 0 ? threads : omp_get_num_procs();
+    c->code_mul = 1;
     if (hp->arch == SAE_ARCH_MATRYOSHKA) {
         SF_CHECK(hp->n_prefixes >= 1 && hp->n_prefixes <= SAE_MAX_PREFIXES);
         SF_CHECK(hp->prefixes[hp->n_prefixes - 1] == n);

@@ -1,8 +1,10 @@
 /* Loss reductions, CPU twin of loss.cu. Each row is summed in double, then rows are combined in
  * fixed blocks whose layout depends only on B, so results do not depend on the thread count. */
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "loss.h"
+#include "sf_check.h"
 
 /* Rows are grouped into at most RED_BLOCKS consecutive blocks; block sums are added in order. */
 #define RED_BLOCKS 256
@@ -12,9 +14,9 @@ static int red_block_rows(int B)
     return (B + RED_BLOCKS - 1) / RED_BLOCKS;
 }
 
-double loss_center_cpu(const float *x, // (B, d)
-                       int B, int d,
-                       float *mean)    // (d) out
+void loss_colsum_cpu(const float *x, // (B, d)
+                     int B, int d,
+                     double *sum)    // (d) out
 {
     /* Column sums in row order; parallel over columns so each column has one fixed order. */
 #pragma omp parallel for schedule(static)
@@ -22,8 +24,14 @@ double loss_center_cpu(const float *x, // (B, d)
         double s = 0.0;
         for (int b = 0; b < B; b++)
             s += x[(size_t)b * d + j];
-        mean[j] = B > 0 ? (float)(s / B) : 0.0f;
+        sum[j] = s;
     }
+}
+
+double loss_spread_cpu(const float *x,    // (B, d)
+                       int B, int d,
+                       const float *mean) // (d)
+{
     int rows = red_block_rows(B);
     double part[RED_BLOCKS] = {0};
 #pragma omp parallel for schedule(static)
@@ -44,6 +52,19 @@ double loss_center_cpu(const float *x, // (B, d)
     for (int blk = 0; blk < RED_BLOCKS; blk++)
         den += part[blk];
     return den;
+}
+
+double loss_center_cpu(const float *x, // (B, d)
+                       int B, int d,
+                       float *mean)    // (d) out
+{
+    double *sum = malloc(sizeof(double) * (size_t)(d > 0 ? d : 1));
+    SF_CHECK(sum);
+    loss_colsum_cpu(x, B, d, sum);
+    for (int j = 0; j < d; j++)
+        mean[j] = B > 0 ? (float)(sum[j] / B) : 0.0f;
+    free(sum);
+    return loss_spread_cpu(x, B, d, mean);
 }
 
 double loss_residual_cpu(const float *target, // (B, d)

@@ -7,6 +7,15 @@ double loss_center_cpu(const float *x, // (B, d)
                        int B, int d,
                        float *mean);   // (d) out
 
+/* The two halves of loss_center_cpu, for data-parallel ranks that sum the column sums first:
+ * sum = column sums of x (row order, double); returns sum_b |x_b - mean|^2 for a given mean. */
+void loss_colsum_cpu(const float *x, // (B, d)
+                     int B, int d,
+                     double *sum);   // (d) out
+double loss_spread_cpu(const float *x,     // (B, d)
+                       int B, int d,
+                       const float *mean); // (d)
+
 /* Returns sum_b |target_b - pred_b|^2. If dY != NULL: dY = coef * (pred - target), or
  * dY += coef * (pred - target) when accumulate != 0 (Matryoshka suffix sums). */
 double loss_residual_cpu(const float *target, // (B, d)
