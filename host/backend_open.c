@@ -41,11 +41,18 @@ int64_t memcheck_cuda_available(void)
 sae_backend *backend_open(const sae_hparams *hp, int max_B, int kind, int threads, char *why,
                           int len)
 {
+    return backend_open_on(hp, max_B, kind, threads, 0, why, len);
+}
+
+sae_backend *backend_open_on(const sae_hparams *hp, int max_B, int kind, int threads, int device,
+                             char *why, int len)
+{
     if (why && len > 0)
         why[0] = '\0';
     if (kind == 1)
         return backend_cpu_new(hp, max_B, threads);
 #if !defined(SF_WITH_CUDA)
+    (void)device;
     if (kind == 2) {
         snprintf(why, (size_t)len,
                  "this saeforge was built without CUDA; build it with `make cuda` and run "
@@ -57,13 +64,13 @@ sae_backend *backend_open(const sae_hparams *hp, int max_B, int kind, int thread
 #elif defined(SF_EMU)
     /* The emulator runs the CUDA kernels on the CPU for tests: only an explicit request uses it. */
     if (kind == 2)
-        return backend_cuda_new(hp, max_B, 0, why, len);
+        return backend_cuda_new(hp, max_B, device, why, len);
     return backend_cpu_new(hp, max_B, threads);
 #else
     if (kind == 2)
-        return backend_cuda_new(hp, max_B, 0, why, len);
+        return backend_cuda_new(hp, max_B, device, why, len);
     char reason[256];
-    sae_backend *be = backend_cuda_new(hp, max_B, 0, reason, (int)sizeof reason);
+    sae_backend *be = backend_cuda_new(hp, max_B, device, reason, (int)sizeof reason);
     if (be)
         return be;
     fprintf(stderr, "saeforge: no usable GPU (%s); training on the CPU\n", reason);

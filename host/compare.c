@@ -107,7 +107,9 @@ static void compare_usage(FILE *f)
                "  A, B: a run dir, checkpoint dir, SAELens or sparsify export (dir or sae.safetensors),\n"
                "        or a truth file / synth dir (truth.safetensors, W_dec [F, d]).\n"
                "  Prints the mean over rows of A of the max cosine to B's decoder rows and vice versa,\n"
-               "  and the fraction of rows matched at cosine >= %.1f.\n", COMPARE_MATCH_COS);
+               "  and the fraction of rows matched at cosine >= %.1f. When A and B have the same\n"
+               "  shape (two runs of one config, e.g. on 1 and on N ranks) it also prints the largest\n"
+               "  relative difference |A-B|/|A| of their weights.\n", COMPARE_MATCH_COS);
 }
 
 /* compare SWEEP B (or A SWEEP): one line per member against the other dictionary. */
@@ -147,6 +149,34 @@ static int compare_sweep(const char *sweep, const char *other, sf_err *err)
     sae_loaded_free(&b);
     sweep_members_free(names, n);
     return SF_OK;
+}
+
+/* Same shapes, same latent order (two runs of one config, e.g. on 1 and N ranks): the largest
+ * |A - B| / |A| (L2) over W_enc, b_enc, W_dec, b_dec; -1 when the shapes differ. */
+static double weights_rel_diff(const sae_loaded *a, const sae_loaded *b, const char **which)
+{
+    if (a->n != b->n || a->d != b->d || a->dec_only || b->dec_only)
+        return -1;
+    const float *xa[] = {a->p.W_enc, a->p.b_enc, a->p.W_dec, a->p.b_dec};
+    const float *xb[] = {b->p.W_enc, b->p.b_enc, b->p.W_dec, b->p.b_dec};
+    static const char *names[] = {"W_enc", "b_enc", "W_dec", "b_dec"};
+    size_t len[] = {(size_t)a->n * a->d, (size_t)a->n, (size_t)a->n * a->d, (size_t)a->d};
+    double worst = 0;
+    *which = names[0];
+    for (int t = 0; t < 4; t++) {
+        double num = 0, den = 0;
+        for (size_t j = 0; j < len[t]; j++) {
+            double e = (double)xa[t][j] - xb[t][j];
+            num += e * e;
+            den += (double)xa[t][j] * xa[t][j];
+        }
+        double r = den > 0 ? sqrt(num / den) : sqrt(num);
+        if (r > worst) {
+            worst = r;
+            *which = names[t];
+        }
+    }
+    return worst;
 }
 
 int cmd_compare(int argc, char **argv)
@@ -191,6 +221,8 @@ int cmd_compare(int argc, char **argv)
                          pa, da, pb, db);
     }
     compare_result r = compare_dicts(a.p.W_dec, a.n, b.p.W_dec, b.n, a.d);
+    const char *which = "";
+    double wdiff = weights_rel_diff(&a, &b, &which);
     if (as_json) {
         json_writer w;
         jw_init(&w, 0);
@@ -207,6 +239,9 @@ int cmd_compare(int argc, char **argv)
         jw_key(&w, "matched_b"); jw_int(&w, r.matched_b);
         jw_key(&w, "frac_matched_a"); jw_num(&w, r.frac_a);
         jw_key(&w, "frac_matched_b"); jw_num(&w, r.frac_b);
+        if (wdiff >= 0) {
+            jw_key(&w, "weights_rel_diff"); jw_num(&w, wdiff);
+        }
         jw_obj_end(&w);
         printf("%s\n", w.buf);
         jw_free(&w);
@@ -215,6 +250,8 @@ int cmd_compare(int argc, char **argv)
         printf("A→B mean max cos %.3f, B→A %.3f; matched ≥%.1f: %.1f%% of B (%d/%d), %.1f%% of A (%d/%d)\n",
                r.mean_ab, r.mean_ba, COMPARE_MATCH_COS, 100.0 * r.frac_b, r.matched_b, r.nb, 100.0 * r.frac_a,
                r.matched_a, r.na);
+        if (wdiff >= 0)
+            printf("same shape: largest relative weight difference %.3g (%s, |A-B|/|A|)\n", wdiff, which);
     }
     sae_loaded_free(&a);
     sae_loaded_free(&b);

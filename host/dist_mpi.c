@@ -152,8 +152,16 @@ int dist_open(sae_dist *dd, int timeout_s, sf_err *err)
 {
     memset(dd, 0, sizeof *dd);
     dd->world = 1;
-    if (!dist_launched())
+    /* srun without an MPI plugin starts N independent one-rank trainers on one out_dir */
+    int step_tasks = env_int("SLURM_STEP_NUM_TASKS", 1);
+    if (!dist_launched()) {
+        if (step_tasks > 1)
+            return sf_fail(err, SF_EINPUT,
+                           "srun started %d tasks but gave them no MPI (no PMIx/PMI in the "
+                           "environment); start them with `srun --mpi=pmix` (saeforge submit "
+                           "does) or with mpirun", step_tasks);
         return SF_OK;
+    }
     int provided = 0;
     if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
         return sf_fail(err, SF_EFAIL, "MPI_Init failed under the launcher; check that mpirun/srun "

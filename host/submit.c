@@ -23,7 +23,8 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: saeforge submit CONFIG [--set key=value]... [--dry-run] [--partition P]\n"
         "         [--time T] [--nodes N] [--ntasks-per-node T] [--gpus-per-node G]\n"
-        "         [--cpus-per-task C] [--mem M] [--array] [--signal-grace S] [--sbatch ARG]...\n"
+        "         [--cpus-per-task C] [--mem M] [--mpi TYPE] [--array] [--signal-grace S]\n"
+        "         [--sbatch ARG]...\n"
         "  Checks CONFIG and its shards (bad input: exit 2, nothing submitted), writes the\n"
         "  batch script <out_dir>/slurm/job.sbatch, submits it with `sbatch --parsable`, prints\n"
         "  the job id and appends it to <out_dir>/slurm/jobs.txt. The job runs\n"
@@ -40,6 +41,8 @@ static void usage(FILE *f)
         "  --gpus-per-node G    #SBATCH --gpus-per-node=G\n"
         "  --cpus-per-task C    #SBATCH --cpus-per-task=C; the trainer uses C threads\n"
         "  --mem M              #SBATCH --mem=M (e.g. 32G)\n"
+        "  --mpi TYPE           srun --mpi=TYPE for several ranks (default pmix, what OpenMPI\n"
+        "                       4/5 start under; `--mpi site` leaves it to the cluster's MpiDefault)\n"
         "  --array              one array task per sweep member (CONFIG needs a sweep: block)\n"
         "  --signal-grace S     seconds of warning before the kill: --signal=B:USR1@S (default %d)\n"
         "  --sbatch ARG         an extra sbatch option, written as `#SBATCH ARG` (repeatable),\n"
@@ -92,8 +95,8 @@ static int parse_one(submit_opts *o, int argc, char **argv, int *i, sf_err *err)
     int *count_dst[] = {&o->nodes, &o->ntasks_per_node, &o->gpus_per_node, &o->cpus_per_task,
                         &o->signal_grace};
     const int count_hi[] = {100000, 4096, 64, 4096, 65535};
-    const char **word_dst[] = {&o->partition, &o->time, &o->mem};
-    static const char *words[] = {"--partition", "--time", "--mem"};
+    const char **word_dst[] = {&o->partition, &o->time, &o->mem, &o->mpi};
+    static const char *words[] = {"--partition", "--time", "--mem", "--mpi"};
     int missing = 0, rc;
     const char *v;
     const char *a = argv[*i];
@@ -267,15 +270,18 @@ char *submit_render(const submit_opts *o, const char *bin, const char *config,
     if (o->cpus_per_task)
         sb_printf(&b, "export OMP_NUM_THREADS=\"$SLURM_CPUS_PER_TASK\"\n");
     int ranks = (o->nodes ? o->nodes : 1) * (o->ntasks_per_node ? o->ntasks_per_node : 1);
-    if (ranks > 1)
+    if (ranks > 1) {
         sb_printf(&b, "# %d ranks, started by srun; srun passes USR1/TERM on to every rank and "
                       "rank 0 requeues.\n"
                       "# exec: srun replaces this shell, so the batch signal reaches it.\n"
                       "exec srun --kill-on-bad-exit=1 ",
                   ranks);
-    else
+        if (!(o->mpi && !strcmp(o->mpi, "site")))
+            sb_printf(&b, "--mpi=%s ", o->mpi ? o->mpi : "pmix");
+    } else {
         sb_printf(&b, "# exec: the trainer replaces this shell, so Slurm's batch signal (USR1) "
                       "reaches it.\nexec ");
+    }
     sb_quoted(&b, bin);
     sb_printf(&b, " train ");
     sb_quoted(&b, config);

@@ -14,6 +14,7 @@ typedef struct submit_opts {
     const char *sbatch[SUBMIT_MAX_SBATCH];  /* --sbatch ARG: extra #SBATCH lines, verbatim */
     int n_sbatch;
     const char *partition, *time, *mem;     /* NULL = the cluster's default */
+    const char *mpi;                        /* srun --mpi= for several ranks (NULL = pmix) */
     int nodes, ntasks_per_node;             /* 0 = not asked (one rank) */
     int gpus_per_node, cpus_per_task;       /* 0 = not asked */
     int signal_grace;                       /* seconds of warning before preemption/time limit */

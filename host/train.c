@@ -7,6 +7,7 @@
 #include "../data/shard.h"
 #include "cmd.h"
 #include "config.h"
+#include "dist_mpi.h"
 #include "fsutil.h"
 #include "plot.h"
 #include "sweep.h"
@@ -151,7 +152,11 @@ static int train_main(trainer *t, const char *cfg_path, const char **sets, int n
 {
     sweep_spec *sp = calloc(1, sizeof *sp);
     int rc = train_prepare(t, cfg_path, sets, n_sets, member, resume, sp, err);
-    if (!rc && sp->n_keys) {
+    if (rc && !trainer_rank0(t))
+        t->quiet_error = 1; /* every rank read the same input: rank 0 says it once */
+    if (!rc && t->n_members > 0)
+        dist_set_timeout(NULL, t->m[0].cfg.train.dist_timeout_s);
+    if (!rc && sp->n_keys && trainer_rank0(t)) {
         *made_sweep_dir = member < 0 && !fs_exists(t->sweep_dir);
         rc = sweep_write_json(t->sweep_dir, sp, err);
     }
@@ -163,7 +168,7 @@ static int train_main(trainer *t, const char *cfg_path, const char **sets, int n
     if (rc)
         return rc;
     rc = trainer_run(t, resume, err);
-    if (rc == SF_EINPUT)
+    if (rc == SF_EINPUT || !trainer_rank0(t))
         return rc;
     if (rc == SF_OK || t->n_members > 1) {
         int finished = 0;
@@ -230,9 +235,18 @@ int cmd_train(int argc, char **argv)
     trainer *t = calloc(1, sizeof *t);
     sf_err err = {0};
     int made_sweep_dir = 0;
-    int rc = train_main(t, cfg_path, sets, n_sets, member, resume, &made_sweep_dir, &err);
-    if (rc)
-        cli_error(rc == SF_EINPUT ? 2 : 1, "%s", err.msg);
+    /* under mpirun/srun: this process is one rank of the run (host/dist_mpi.h) */
+    static sae_dist dd;
+    int rc = dist_open(&dd, 600, &err);
+    t->dist = &dd;
+    if (!rc)
+        rc = train_main(t, cfg_path, sets, n_sets, member, resume, &made_sweep_dir, &err);
+    if (rc && !t->quiet_error) {
+        if (sae_dist_on(&dd) && dd.rank > 0)
+            cli_error(rc == SF_EINPUT ? 2 : 1, "rank %d: %s", dd.rank, err.msg);
+        else
+            cli_error(rc == SF_EINPUT ? 2 : 1, "%s", err.msg);
+    }
     if (rc == SF_EINPUT) { /* nothing worth keeping; lets the fixed config run again */
         trainer_cleanup_failed(t);
         if (made_sweep_dir)
@@ -241,6 +255,10 @@ int cmd_train(int argc, char **argv)
     trainer_free(t);
     free(t);
     free(sets);
+    /* After a failure the other ranks may sit in a collective: no finalize (it would wait for
+     * them); the launcher ends the job when this rank exits. */
+    if (rc == SF_OK)
+        dist_close(&dd);
     return rc == SF_OK ? 0 : (rc == SF_EINPUT ? 2 : 1);
 }
 

@@ -11,6 +11,7 @@
 
 #include "../data/stream.h"
 #include "backend_open.h"
+#include "dist_mpi.h"
 #include "export.h"
 #include "fsutil.h"
 #include "memcheck.h"
@@ -63,9 +64,10 @@ static sae_hparams make_hparams(const sf_config *c, int d, int n)
 }
 
 /* The stream every member shares: only data keys, the seed and B enter it (sweep.c refuses
- * varying those), so member 0's config speaks for all. */
+ * varying those), so member 0's config speaks for all. ranked: this rank's rows of each
+ * global batch (training, evaluation); else whole batches (the one-time set-up reads). */
 static shard_stream_cfg stream_cfg(const trainer *t, int loop, int64_t begin, int64_t end,
-                                   float scale, int want_g)
+                                   float scale, int want_g, int ranked)
 {
     const sf_config *c = &t->m[0].cfg;
     shard_stream_cfg sc;
@@ -81,6 +83,11 @@ static shard_stream_cfg stream_cfg(const trainer *t, int loop, int64_t begin, in
     sc.world = 1;
     sc.prefetch_batches = 4;
     sc.batch = t->B;
+    if (ranked && sae_dist_on(t->dist)) {
+        sc.rank = t->dist->rank;
+        sc.world = t->dist->world;
+        sc.batch = t->Bl;
+    }
     return sc;
 }
 
@@ -118,6 +125,16 @@ int trainer_open_data(trainer *t, const sf_config *c, int need_g, sf_err *err)
                        "or add data",
                        c->source, t->B, (long long)t->train_rows, c->data.path);
     t->total_steps = c->train.total_tokens / t->B;
+    t->Bl = t->B;
+    if (sae_dist_on(t->dist)) {
+        int w = t->dist->world;
+        if (t->B % w)
+            return sf_fail(err, SF_EINPUT,
+                           "%s: train.batch_tokens (%d) is the global batch and must split evenly "
+                           "over the %d ranks; use a multiple of %d (e.g. %d)",
+                           c->source, t->B, w, w, (t->B / w + 1) * w);
+        t->Bl = t->B / w;
+    }
     return SF_OK;
 }
 
@@ -167,9 +184,9 @@ int64_t trainer_host_bytes(const trainer *t, int64_t *device)
         const tr_member *m = &t->m[i];
         host += host_copy_bytes(t->d, m->hp.n);
         if (m->cfg.backend == SF_BACKEND_CUDA)
-            dev += memcheck_cuda_bytes(&m->hp, t->B);
+            dev += memcheck_cuda_bytes(&m->hp, t->Bl);
         else
-            host += backend_cpu_bytes(&m->hp, t->B);
+            host += backend_cpu_bytes(&m->hp, t->Bl);
     }
     if (device)
         *device = dev;
@@ -201,7 +218,7 @@ int trainer_check_memory(const trainer *t, sf_err *err)
 /* c = sqrt(d) / mean |x| over the first NORM_BATCHES batches of the training order. */
 static int estimate_scale(trainer *t, float *scale, sf_err *err)
 {
-    shard_stream_cfg sc = stream_cfg(t, 1, 0, t->train_rows, 1.0f, 0);
+    shard_stream_cfg sc = stream_cfg(t, 1, 0, t->train_rows, 1.0f, 0, 0);
     shard_stream *st;
     int rc = shard_stream_init(&st, &t->set, &sc, err);
     if (rc)
@@ -235,7 +252,7 @@ static int evaluate(trainer *t, tr_member *m, sae_metrics *acc, int k, sf_err *e
     int64_t begin = t->eval_separate ? 0 : t->train_rows;
     int64_t end = t->eval_separate ? t->eval_set.rows : t->set.rows;
     int want_g = es->has_gradients;
-    shard_stream_cfg sc = stream_cfg(t, 0, begin, end, m->meta.input_scale, want_g);
+    shard_stream_cfg sc = stream_cfg(t, 0, begin, end, m->meta.input_scale, want_g, 1);
     shard_stream *st;
     int rc = shard_stream_init(&st, es, &sc, err);
     if (rc)
@@ -246,7 +263,8 @@ static int evaluate(trainer *t, tr_member *m, sae_metrics *acc, int k, sf_err *e
             shard_stream_free(st);
             return err->code ? err->code : SF_EINPUT;
         }
-        if (got == 0)
+        /* every rank joins each global batch's collectives, even with an empty share */
+        if (dist_max(t->dist, got) == 0)
             break;
         m->be->eval_batch(m->be, t->ex, want_g ? t->eg : NULL, got, k, acc);
     }
@@ -266,7 +284,7 @@ static int init_fresh(trainer *t, sf_err *err)
     float scale = 1.0f;
     if (c0->data.normalize == SF_NORMALIZE_EXPECTED_NORM && (rc = estimate_scale(t, &scale, err)))
         return rc;
-    shard_stream_cfg sc0 = stream_cfg(t, 1, 0, t->train_rows, scale, 0);
+    shard_stream_cfg sc0 = stream_cfg(t, 1, 0, t->train_rows, scale, 0, 0);
     shard_stream *s0;
     if ((rc = shard_stream_init(&s0, &t->set, &sc0, err)))
         return rc;
@@ -295,17 +313,26 @@ static int open_member(trainer *t, tr_member *m, int resumed, sf_err *err)
 {
     char why[256] = "";
     int rc;
-    m->be = backend_open(&m->hp, t->B, (int)m->cfg.backend, m->cfg.train.threads, why, sizeof why);
+    int dp = sae_dist_on(t->dist);
+    m->be = backend_open_on(&m->hp, t->Bl, (int)m->cfg.backend, m->cfg.train.threads,
+                            dp ? t->dist->local_rank : 0, why, sizeof why);
     if (!m->be)
         return sf_fail(err, SF_EINPUT, "%s: backend: %s", m->cfg.source, why);
+    if (dp && !m->be->set_dist)
+        return sf_fail(err, SF_EINPUT, "%s: the %s backend of this build has no multi-rank path; "
+                       "run one rank, or use backend: cpu", m->cfg.source, m->be->name);
+    if (dp)
+        m->be->set_dist(m->be, t->dist);
     /* The run dir is touched only now, after the first reads (bad rows there stop us early). */
-    m->created_dir = !fs_exists(m->cfg.out_dir);
-    if ((rc = fs_mkdirs(m->cfg.out_dir, err)))
-        return rc;
-    char path[SF_PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/config.yaml", m->cfg.out_dir);
-    if ((rc = config_write(&m->cfg, path, err)))
-        return rc;
+    if (trainer_rank0(t)) {
+        m->created_dir = !fs_exists(m->cfg.out_dir);
+        if ((rc = fs_mkdirs(m->cfg.out_dir, err)))
+            return rc;
+        char path[SF_PATH_MAX + 32];
+        snprintf(path, sizeof path, "%s/config.yaml", m->cfg.out_dir);
+        if ((rc = config_write(&m->cfg, path, err)))
+            return rc;
+    }
     m->be->set_params(m->be, &m->p);
     m->be->set_state(m->be, &m->s);
     if (t->n_members == 1 && m->be->input_buffer) { /* a solo run reads straight into pinned buffers */
@@ -315,6 +342,8 @@ static int open_member(trainer *t, tr_member *m, int resumed, sf_err *err)
         t->g = m->be->input_buffer(m->be, 1);
         t->lent = 1;
     }
+    if (!trainer_rank0(t))
+        return SF_OK;
     int live = m->cfg.log.progress == SF_PROGRESS_ON ||
                (m->cfg.log.progress == SF_PROGRESS_AUTO && isatty(2) && t->n_members == 1);
     if ((rc = metrics_open(&m->ml, m->cfg.out_dir, resumed ? m->meta.step - 1 : -1, live, err)))
@@ -323,16 +352,17 @@ static int open_member(trainer *t, tr_member *m, int resumed, sf_err *err)
     return SF_OK;
 }
 
-static void member_diverged(tr_member *m, int64_t step)
+static void member_diverged(const trainer *t, tr_member *m, int64_t step)
 {
     m->status = TR_DIVERGED;
     snprintf(m->why, sizeof m->why,
              "training diverged at step %lld (loss is %g); lower train.lr or set train.grad_clip, "
              "then --resume from the last checkpoint",
              (long long)step, m->mt.loss);
-    if (m->name[0])
+    if (m->name[0] && trainer_rank0(t))
         fprintf(stderr, "saeforge: member %s stopped: %s\n", m->name, m->why);
-    metrics_close(&m->ml);
+    if (m->ml_open)
+        metrics_close(&m->ml);
     m->ml_open = 0;
 }
 
@@ -345,14 +375,14 @@ static int member_step(trainer *t, tr_member *m, int64_t step, int got, double t
     int k = sched_k(c, step);
     m->be->train_step(m->be, t->x, gsae ? t->g : NULL, got, k, lr, step, &m->mt);
     if (!isfinite(m->mt.loss)) {
-        member_diverged(m, step);
+        member_diverged(t, m, step);
         return SF_OK;
     }
     m->meta.step = step + 1;
-    m->meta.tokens_seen += got;
+    m->meta.tokens_seen += m->mt.tokens; /* the global batch's rows */
     m->meta.elapsed_s = now_s() - t0;
     int last = m->meta.step == t->total_steps;
-    if (step % c->log.every_steps == 0 || last) {
+    if ((step % c->log.every_steps == 0 || last) && m->ml_open) {
         double now = now_s();
         double tps = now > m->t_log ? (double)(m->meta.tokens_seen - m->tok_log) / (now - m->t_log) : 0;
         metrics_train(&m->ml, step, m->meta.tokens_seen, lr, k, &m->mt, m->meta.elapsed_s, tps);
@@ -369,7 +399,8 @@ static int member_step(trainer *t, tr_member *m, int64_t step, int got, double t
         int rc = evaluate(t, m, &ev, k, err);
         if (rc)
             return rc;
-        metrics_eval(&m->ml, step, m->meta.tokens_seen, &ev);
+        if (m->ml_open)
+            metrics_eval(&m->ml, step, m->meta.tokens_seen, &ev);
     }
     return SF_OK;
 }
@@ -388,7 +419,7 @@ static int train_loop(trainer *t, int64_t start, sf_err *err)
     for (int i = 0; i < t->n_members && !m0; i++)
         if (t->m[i].status == TR_LIVE)
             m0 = &t->m[i];
-    shard_stream_cfg sc = stream_cfg(t, 1, 0, t->train_rows, m0->meta.input_scale, t->want_g);
+    shard_stream_cfg sc = stream_cfg(t, 1, 0, t->train_rows, m0->meta.input_scale, t->want_g, 1);
     sc.start_epoch = m0->meta.data_epoch;
     sc.start_position = m0->meta.data_position;
     shard_stream *st;
@@ -426,14 +457,17 @@ static int train_loop(trainer *t, int64_t start, sf_err *err)
         if (rc)
             break;
         int last = step + 1 == t->total_steps;
-        if ((every > 0 && (step + 1) % every == 0) || last || stop_requested)
+        /* a signal may reach one rank only (or each at another step): all stop at one step */
+        int stop = sae_dist_on(t->dist) ? (int)dist_max(t->dist, stop_requested) : stop_requested;
+        if ((every > 0 && (step + 1) % every == 0) || last || stop)
             if ((rc = trainer_save(t, err)))
                 break;
-        if (stop_requested && !last) {
-            char next[768];
-            slurm_env_requeue((int)stop_requested, next, sizeof next);
+        if (stop && !last) {
+            char next[768] = "";
+            if (trainer_rank0(t))
+                slurm_env_requeue(stop, next, sizeof next);
             rc = sf_fail(err, SF_EFAIL, "stopped by signal %d at step %lld; checkpoint written; %s",
-                         (int)stop_requested, (long long)(step + 1), next);
+                         stop, (long long)(step + 1), next);
             break;
         }
     }
@@ -446,6 +480,9 @@ static int write_outputs(trainer *t, tr_member *m, sf_err *err)
     char dir[SF_PATH_MAX + 16];
     m->be->get_params(m->be, &m->p);
     m->be->get_state(m->be, &m->s);
+    dist_combine_stats(t->dist, &m->s, m->hp.n);
+    if (!trainer_rank0(t))
+        return SF_OK;
     export_info info;
     memset(&info, 0, sizeof info);
     info.arch = m->cfg.sae.arch;
@@ -479,9 +516,11 @@ static int finish_member(trainer *t, tr_member *m, sf_err *err)
     if (t->have_eval) {
         if ((rc = evaluate(t, m, &m->ev, m->cfg.sae.k, err)))
             return rc;
-        metrics_eval_final(&m->ml, m->meta.step - 1, m->meta.tokens_seen, &m->ev);
+        if (m->ml_open)
+            metrics_eval_final(&m->ml, m->meta.step - 1, m->meta.tokens_seen, &m->ev);
     }
-    metrics_close(&m->ml);
+    if (m->ml_open)
+        metrics_close(&m->ml);
     m->ml_open = 0;
     if ((rc = write_outputs(t, m, err)))
         return rc;
@@ -516,10 +555,18 @@ int trainer_run(trainer *t, int resume, sf_err *err)
         m->meta.input_scale = 1.0f;
     }
     int resumed = 0;
-    if (resume && (rc = trainer_load_resume(t, &resumed, err)))
-        return rc;
-    if (!resumed && (rc = init_fresh(t, err)))
-        return rc;
+    if (trainer_rank0(t)) {
+        if (resume && (rc = trainer_load_resume(t, &resumed, err)))
+            return rc;
+        if (!resumed && (rc = init_fresh(t, err)))
+            return rc;
+    }
+    if (sae_dist_on(t->dist)) {
+        trainer_share_start(t, &resumed);
+        if (trainer_rank0(t))
+            fprintf(stderr, "saeforge: data parallel over %d ranks: global batch %d, %d rows per rank\n",
+                    t->dist->world, t->B, t->Bl);
+    }
     int64_t start = -1;
     for (int i = 0; i < t->n_members; i++) {
         tr_member *m = &t->m[i];
@@ -555,6 +602,8 @@ int trainer_run(trainer *t, int resume, sf_err *err)
 
 void trainer_cleanup_failed(trainer *t)
 {
+    if (!trainer_rank0(t))
+        return;
     for (int i = 0; i < t->n_members; i++) {
         tr_member *m = &t->m[i];
         char ck[SF_PATH_MAX + 32];

@@ -11,6 +11,7 @@
 
 #include "../data/shard.h"
 #include "../kernels/backend.h"
+#include "../kernels/dist.h"
 #include "ckpt.h"
 #include "config.h"
 #include "metrics.h"
@@ -43,6 +44,9 @@ typedef struct trainer {
     int set_open, have_eval, eval_separate;
     int64_t train_rows;
     int d, B, want_g;        /* want_g: some member is gsae, so the stream delivers gradients */
+    int Bl;                  /* this rank's rows of each global batch of B (= B on one rank) */
+    const sae_dist *dist;    /* data-parallel ranks (NULL = one rank); set before trainer_open_data */
+    int quiet_error;         /* a rank > 0 leaves the input error every rank hit to rank 0 */
     int64_t total_steps;
     float *x, *g;            /* (B, d) batch buffers shared by every member */
     float *ex, *eg;          /* (B, d) eval batch buffers (only with an eval set) */
@@ -51,6 +55,13 @@ typedef struct trainer {
     tr_member *m;            /* (n_members) */
     char sweep_dir[SF_PATH_MAX]; /* "" for a solo run; else where sweep_state.json lives */
 } trainer;
+
+/* Data parallel: rank 0 writes every file (run dir, metrics, checkpoints, exports); all ranks
+ * train, evaluate and join each save (statistics combine there). */
+static inline int trainer_rank0(const trainer *t)
+{
+    return !sae_dist_on(t->dist) || t->dist->rank == 0;
+}
 
 /* Opens the shards named by c (the data keys every member shares) and derives d, B, the train
  * and eval row ranges and the step count. need_g: open gradients too (some member is gsae). */
@@ -85,5 +96,12 @@ int trainer_save(trainer *t, sf_err *err);
 int trainer_load_resume(trainer *t, int *resumed, sf_err *err);
 /* Writes sweep_state.json (the step of the last complete sweep checkpoint and stopped members). */
 int trainer_write_marker(trainer *t, int64_t step, sf_err *err);
+
+/* Data-parallel side (host/trainer_dist.c). */
+/* Rank 0 chose the start (checkpoint or fresh init); every rank takes that state and meta. */
+void trainer_share_start(trainer *t, int *resumed);
+/* Before a save: stream position and skipped rows agreed, statistics combined, parameters
+ * checked identical on every rank (SF_EFAIL naming the rank that differs). */
+int trainer_dist_prepare_save(trainer *t, tr_member *m, sf_err *err);
 
 #endif

@@ -43,6 +43,15 @@ int trainer_save(trainer *t, sf_err *err)
             continue;
         m->be->get_params(m->be, &m->p);
         m->be->get_state(m->be, &m->s);
+        if (sae_dist_on(t->dist)) {
+            int rc = trainer_dist_prepare_save(t, m, err);
+            if (rc)
+                return rc;
+            if (!trainer_rank0(t)) {
+                step = m->meta.step;
+                continue;
+            }
+        }
         /* a sweep keeps the previous checkpoints until the marker moves past them */
         int rc = ckpt_save(m->cfg.out_dir, &m->p, &m->s, &m->meta, sweep ? 0 : m->cfg.checkpoint.keep, err);
         if (rc)
@@ -52,7 +61,7 @@ int trainer_save(trainer *t, sf_err *err)
         if (plot_curves(m->cfg.out_dir, &perr)) /* a plot is a view, not a reason to stop */
             fprintf(stderr, "saeforge: curves.svg not written: %s\n", perr.msg);
     }
-    if (!sweep || step < 0)
+    if (!sweep || step < 0 || !trainer_rank0(t))
         return SF_OK;
     int rc = trainer_write_marker(t, step, err);
     if (rc)

@@ -129,9 +129,16 @@ Test(submit, dry_run_and_multi_rank_script)
                       "--ntasks-per-node 4 && grep '^exec srun ' %s/run/slurm/job.sbatch",
                       fake, sf, dir, dir);
     cr_assert_eq(rc, 0, "%s", out);
-    cr_assert(strstr(out, "exec srun --kill-on-bad-exit=1 '"), "%s", out);
+    cr_assert(strstr(out, "exec srun --kill-on-bad-exit=1 --mpi=pmix '"), "%s", out);
     char c[4096];
     cr_assert_eq(calls("sbatch", c, sizeof c), 0, "--dry-run called sbatch: %s", c);
+    /* --mpi picks srun's plugin; `site` leaves the cluster's MpiDefault */
+    rc = tcli_run(out, sizeof out, "PATH=%s:$PATH %s submit %s/c.yaml --dry-run --ntasks-per-node 2 "
+                  "--mpi pmi2 && grep '^exec srun ' %s/run/slurm/job.sbatch", fake, sf, dir, dir);
+    cr_assert(rc == 0 && strstr(out, "exec srun --kill-on-bad-exit=1 --mpi=pmi2 '"), "%s", out);
+    rc = tcli_run(out, sizeof out, "PATH=%s:$PATH %s submit %s/c.yaml --dry-run --ntasks-per-node 2 "
+                  "--mpi site && grep '^exec srun ' %s/run/slurm/job.sbatch", fake, sf, dir, dir);
+    cr_assert(rc == 0 && strstr(out, "exec srun --kill-on-bad-exit=1 '"), "%s", out);
 }
 
 /* --array on a sweep config: one task per member, each running `train --member $TASK`. */

@@ -119,5 +119,22 @@ else
     bad e "queue before '$before' after '$after'; $(tr '\n' ' ' < e.out)"
 fi
 
+# (f) data parallel: --ntasks-per-node 2 starts 2 ranks through srun (--mpi=pmix); the weights
+# equal a 1-rank run of the same global batch up to summation order. Batch 768: whole 96-row
+# GEMM blocks on each rank (see tests/test_dist.c).
+set -- --set train.total_tokens=196608 --set train.batch_tokens=768 --set train.threads=1
+"$bin" train quick.yaml "$@" --set out_dir=reff --set log.progress=off >reff.log 2>&1
+id=$("$bin" submit quick.yaml "$@" --ntasks-per-node 2 --set out_dir=runf 2>f.err)
+st=$(wait_job "$id" 600)
+log=runf/slurm/slurm-$id.out
+diff=$("$bin" compare reff runf 2>&1 | sed -n 's/.*largest relative weight difference \([^ ]*\).*/\1/p')
+if [ "$st" = COMPLETED ] && grep -q -- '--mpi=pmix' runf/slurm/job.sbatch &&
+   grep -q '2 ranks' "$log" && [ -n "$diff" ] &&
+   awk -v d="$diff" 'BEGIN { exit !(d <= 1e-4) }'; then
+    ok "f: 2 ranks through srun (job $id); weights equal the 1-rank run's (relative difference $diff)"
+else
+    bad f "state '$st'; diff '$diff'; $(cat f.err); log: $(tr '\n' ' ' < "$log" 2>/dev/null | tail -c 800)"
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
