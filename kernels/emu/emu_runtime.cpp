@@ -112,6 +112,8 @@ int emu_stream_ok(cudaStream_t s)
     return streams.count(s) != 0;
 }
 
+int emu_in_device(const void *p, size_t n) { return in_device(p, n) ? 1 : 0; }
+
 void emu_fatal(const char *fmt, ...)
 {
     va_list ap;
