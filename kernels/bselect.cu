@@ -300,6 +300,44 @@ extern "C" void bselect_cuda(const float *pre, int B, int n, int64_t K, int *row
               (const bsel_state *)st, (const int *)row_ptr, (const unsigned *)row_eq, lat, val);
 }
 
+/* A keep rule chosen by the caller (the data-parallel selection finds it over every rank). */
+static __global__ void bsel_rule_kernel(bsel_state *st, unsigned lo, unsigned teq, unsigned need)
+{
+    st->kk = 0;
+    st->prefix = 0;
+    st->lo = lo;
+    st->teq = teq;
+    st->need = need;
+    st->done = 1;
+    st->minkey = 0xffffffffu;
+    st->pad = 0;
+}
+
+extern "C" void bselect_rule_cuda(const float *pre, int B, int n, unsigned lo, unsigned teq,
+                                  unsigned need, int64_t slots, int *row_ptr, int *lat, float *val,
+                                  float *min_kept, void *workspace, cudaStream_t stream)
+{
+    SF_CHECK(B >= 0 && n >= 0 && slots >= 0);
+    SF_CHECK((long long)B * n < (1ll << 31));
+    SF_CHECK(workspace != NULL && sel_aligned16(workspace));
+    if (B == 0) {
+        CUDA_CHECK(cudaMemsetAsync(row_ptr, 0, sizeof(int), stream));
+        CUDA_CHECK(cudaMemsetAsync(min_kept, 0, sizeof(float), stream));
+        return;
+    }
+    char *w = (char *)workspace;
+    bsel_state *st = (bsel_state *)w;
+    unsigned *row_gt = (unsigned *)(w + BSEL_OFF_ROWS);
+    unsigned *row_eq = row_gt + bsel_round((size_t)B * sizeof(unsigned)) / sizeof(unsigned);
+    const bool vrow = n % 4 == 0 && sel_aligned16(pre);
+    SF_LAUNCH(bsel_rule_kernel, 1, 1, 0, stream, st, lo, teq, need);
+    SF_LAUNCH(bsel_count_kernel, B, BSEL_THREADS, 0, stream, pre, n, (int)vrow, st, row_gt, row_eq);
+    SF_LAUNCH(bsel_scan_kernel, 1, BSEL_SCAN_THREADS, 0, stream, (const bsel_state *)st, B,
+              (const unsigned *)row_gt, row_eq, row_ptr, lat, val, (long long)slots, min_kept);
+    SF_LAUNCH(bsel_compact_kernel, B, BSEL_THREADS, 0, stream, pre, n, (int)vrow,
+              (const bsel_state *)st, (const int *)row_ptr, (const unsigned *)row_eq, lat, val);
+}
+
 /* ---- threshold rule ------------------------------------------------------------------------ */
 
 static __device__ inline void thr_load4(const float *prow, int n, int i, bool vec, float a[4])

@@ -33,6 +33,21 @@ void bselect_cuda(const float *pre,    // (B, n)
                   void *workspace,     // bselect_workspace_bytes(B, n)
                   cudaStream_t stream);
 
+/* The keep/compaction half of bselect_cuda for a rule the caller found (data-parallel batch
+ * top-k, bselect_dist.cuh): keeps keys (float bits of relu(pre) > 0) >= lo, plus the first
+ * `need` keys == teq in flat-index order; pads lat/val from row_ptr[B] to `slots`. *min_kept =
+ * this rank's smallest kept value (0 if none). Asynchronous, no host sync; same workspace. */
+void bselect_rule_cuda(const float *pre,  // (B, n)
+                       int B, int n,
+                       unsigned lo, unsigned teq, unsigned need,
+                       int64_t slots,
+                       int *row_ptr,      // (B + 1) out
+                       int *lat,          // (slots) out
+                       float *val,        // (slots) out
+                       float *min_kept,   // (1) out, device
+                       void *workspace,   // bselect_workspace_bytes(B, n)
+                       cudaStream_t stream);
+
 /* Threshold rule, same output as select_threshold_cpu: keeps latents with relu(pre) > theta
  * and pre > 0 (a value relu maps to 0 is never kept, even for theta < 0).
  * row_ptr (B+1) is always written; row_ptr[B] is the number of entries the code needs. lat/val

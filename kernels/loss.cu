@@ -32,6 +32,18 @@ static __global__ void col_mean_kernel(const float *x, int B, int d, float *mean
     mean[c] = (float)(acc / B);
 }
 
+/* Column sums in double, rows in order (loss_colsum_cpu). */
+static __global__ void col_sum_kernel(const float *x, int B, int d, double *sum)
+{
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= d)
+        return;
+    double acc = 0.0;
+    for (int b = 0; b < B; b++)
+        acc += x[(size_t)b * d + c];
+    sum[c] = acc;
+}
+
 static __global__ void center_parts_kernel(const float *x, const float *mean, long long count,
                                            int d, double *parts)
 {
@@ -121,6 +133,21 @@ extern "C" void loss_center_cuda(const float *x, int B, int d, float *mean, doub
     const int P = sf_red_parts(count);
     SF_LAUNCH(center_parts_kernel, P, SF_RED_THREADS, 0, stream, x, mean, count, d, parts);
     SF_LAUNCH(red_finish_kernel, 1, SF_RED_THREADS, 0, stream, parts, P, den);
+}
+
+extern "C" void loss_colsum_cuda(const float *x, int B, int d, double *sum, cudaStream_t stream)
+{
+    SF_LAUNCH(col_sum_kernel, (d + 127) / 128, 128, 0, stream, x, B, d, sum);
+}
+
+extern "C" void loss_spread_cuda(const float *x, int B, int d, const float *mean, double *den,
+                                 void *work, cudaStream_t stream)
+{
+    double *parts = (double *)work;
+    const long long count = (long long)B * d;
+    const int P = sf_red_parts(count);
+    SF_LAUNCH(center_parts_kernel, P, SF_RED_THREADS, 0, stream, x, mean, count, d, parts);
+    SF_LAUNCH(red_finish_kernel, 1, SF_RED_THREADS, 0, stream, (const double *)parts, P, den);
 }
 
 extern "C" void loss_residual_cuda(const float *target, const float *pred, int B, int d,

@@ -22,6 +22,19 @@ void loss_center_cuda(const float *x,  // (B, d)
                       double *den,     // (1) out
                       void *work, cudaStream_t stream);
 
+/* The two halves of loss_center_cuda (loss_colsum_cpu, loss_spread_cpu), for data-parallel ranks
+ * that sum the column sums first: sum = column sums of x (row order, double); *den =
+ * sum_b |x_b - mean|^2 for a given mean. Both work for B = 0 (zeros). */
+void loss_colsum_cuda(const float *x, // (B, d)
+                      int B, int d,
+                      double *sum,    // (d) out
+                      cudaStream_t stream);
+void loss_spread_cuda(const float *x,    // (B, d)
+                      int B, int d,
+                      const float *mean, // (d)
+                      double *den,       // (1) out
+                      void *work, cudaStream_t stream);
+
 /* *sum = sum_b |target_b - pred_b|^2 (if sum != NULL). If dY != NULL: dY = coef * (pred - target)
  * (dY += ... when accumulate != 0), coef = (float)(coef_num / (coef_mul * den)) with den =
  * *coef_den when coef_den != NULL (a device double, e.g. the den of loss_center_cuda; a den <= 0
