@@ -113,7 +113,7 @@ test-tsan: emu-race-check
 # --- real CUDA -------------------------------------------------------------
 CUDA_ARCH  := -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
 NVCCFLAGS  := -O3 -std=c++17 $(CUDA_ARCH) -Werror all-warnings -Xcompiler -Wall,-fopenmp -DSF_WITH_CUDA -I. -lineinfo
-CUDA_LIBS  := -L$(CUDA_DIR)/lib64 -Wl,-rpath,$(CUDA_DIR)/lib64 -lcublasLt -lcublas -lcudart
+CUDA_LIBS  := -L$(CUDA_DIR)/lib64 -Wl,-rpath,$(CUDA_DIR)/lib64 -lnccl -lcublasLt -lcublas -lcudart
 CUDA_OBJ   := $(CU_SRC:%.cu=$(BUILD)/cuda/%.o)
 $(BUILD)/cuda/%.o: %.cu | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
@@ -149,6 +149,7 @@ clean:
 -include py/py.mk
 -include tests/interop/interop.mk
 -include tests/slurm/slurm.mk
+-include tests/dist/dist.mk
 # venvs under $(BUILD) (test-interop) hold folders named *.d: prune them, keep files only
 -include $(shell find $(BUILD) -path '$(BUILD)/venv*' -prune -o -name '*.d' -type f -print 2>/dev/null)
 

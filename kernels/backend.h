@@ -108,6 +108,11 @@ sae_backend *backend_cpu_new(const sae_hparams *hp, int max_B, int threads);
  * when no usable GPU is present. Defined only in CUDA and emulated-CUDA builds. */
 sae_backend *backend_cuda_new(const sae_hparams *hp, int max_B, int device, char *why, int len);
 
+/* The device a data-parallel rank must create its CUDA backend on (set_dist refuses another):
+ * local_rank modulo the visible devices, so one GPU per rank on a node, or the one device a
+ * launcher left visible to each rank. 0 when dd is NULL or one rank. CUDA builds only. */
+int backend_cuda_dist_device(const sae_dist *dd);
+
 /* Bytes of memory a backend for (hp, max_B) allocates: host memory for the CPU backend,
  * device memory for the CUDA one (defined in CUDA builds), so callers can refuse a
  * configuration that does not fit before allocating anything. */

@@ -7,10 +7,7 @@
 #include <string.h>
 
 #include "adam.cuh"
-/* backend.h is a C header without extern "C" guards */
-extern "C" {
-#include "backend.h"
-}
+#include "backend_cuda_impl.cuh"
 #include "backward.cuh"
 #include "bselect.cuh"
 #include "decode.cuh"
@@ -20,71 +17,6 @@ extern "C" {
 #include "loss.cuh"
 #include "select.cuh"
 #include "sf_check.h"
-
-/* Slots of the per-step results block (doubles, device), read back once per step. */
-enum {
-    R_DEN = 0,
-    R_AUX = 1,
-    R_SQN = 2,
-    R_NORM = 3,
-    R_GWN = 4,
-    R_GWD = 5,
-    R_L0 = 6,
-    R_THETA = 7,
-    R_DEAD = 8,
-    R_RES = 9, /* R_RES + g: |x - xhat_g|^2 for each prefix g */
-    R_COUNT = R_RES + SAE_MAX_PREFIXES
-};
-
-#define PROF_MARKS 16
-
-typedef struct cuda_impl {
-    sae_hparams hp;
-    int device;
-    int d, n, max_B;
-    int kcap;   /* code slots per token of the main code */
-    int auxcap; /* code slots per token of the AuxK code */
-    cudaStream_t cs, xs;
-    cudaEvent_t ev_x, ev_g;
-    cublasHandle_t blas;
-
-    sae_params P; /* device */
-    sae_state S;  /* device arrays; adam_t and theta mirrored on the host */
-    int64_t adam_t;
-    float theta;
-    float *d_theta;
-    uint16_t *W_enc_bf16; /* bf16 shadow (precision bf16) */
-
-    float *x, *g, *u, *pre, *gate, *mean, *xhat, *xtmp, *dY, *e, *ehat, *dY_aux;
-    int *row_ptr, *lat;
-    float *val;
-    int *aux_row_ptr, *aux_lat;
-    float *aux_val;
-    int ecap; /* encode/eval code capacity (threshold codes can be larger) */
-    int *e_lat;
-    float *e_val, *e_gate;
-
-    uint8_t *dead_mask;
-    int *d_dead;
-    int dead_count; /* dead latents under the current state */
-    int *d_count;
-    float *d_min_kept, *d_gscale;
-    void *bsel_ws, *enc_ws, *loss_ws, *adam_ws;
-
-    sae_bwd_ws ws;
-    sae_grads_cuda gr;
-
-    /* phase timing (be->profile): events recorded at phase ends on cs, read after the step */
-    cudaEvent_t ev_up[2];             /* around the batch copy on xs */
-    cudaEvent_t ev_mark[PROF_MARKS];  /* ev_mark[0] = start on cs */
-    int mark_phase[PROF_MARKS], n_marks, prof_on;
-
-    double *res;     /* (R_COUNT) device */
-    double *h_res;   /* pinned */
-    float *h_x, *h_g; /* pinned staging (max_B, d) */
-} cuda_impl;
-
-static cuda_impl *impl_of(sae_backend *be) { return (cuda_impl *)be->impl; }
 
 /* ---- phase timing (kernels/profile.h) --------------------------------------------------- */
 
@@ -127,7 +59,7 @@ static void prof_collect(cuda_impl *c, int uploaded, double *out)
     }
 }
 
-static void *dalloc(size_t bytes)
+void *cu_dalloc(size_t bytes)
 {
     void *p = NULL;
     CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
@@ -175,17 +107,18 @@ static __global__ void gather_gate_kernel(const int *row_ptr, const int *lat, co
 }
 
 /* ---- buffers ----------------------------------------------------------------------------- */
-static void alloc_codes(cuda_impl *c, int kcap)
+void cu_alloc_codes(cuda_impl *c, int kcap)
 {
     cudaFree(c->lat);
     cudaFree(c->val);
     bwd_ws_free(&c->ws);
     grads_cuda_free(&c->gr);
     c->kcap = kcap;
-    const size_t slots = (size_t)c->max_B * kcap;
-    c->lat = (int *)dalloc(slots * sizeof(int));
-    c->val = (float *)dalloc(slots * sizeof(float));
-    const long long entries = (long long)c->max_B * (kcap + c->auxcap);
+    const int per = cu_code_per_token(c, kcap);
+    const size_t slots = (size_t)c->max_B * per;
+    c->lat = (int *)cu_dalloc(slots * sizeof(int));
+    c->val = (float *)cu_dalloc(slots * sizeof(float));
+    const long long entries = (long long)c->max_B * (per + c->auxcap);
     SF_CHECK(entries < 0x7fffffffLL);
     bwd_ws_alloc(&c->ws, c->n, c->d, c->max_B, (int)entries);
     grads_cuda_alloc(&c->gr, c->n, c->d, c->ws.cap_rows);
@@ -197,10 +130,10 @@ static void ensure_k(cuda_impl *c, int k)
     if (k <= c->kcap)
         return;
     CUDA_CHECK(cudaStreamSynchronize(c->cs));
-    alloc_codes(c, k);
+    cu_alloc_codes(c, k);
 }
 
-static void ensure_ecap(cuda_impl *c, long long need)
+void cu_ensure_ecap(cuda_impl *c, long long need)
 {
     if (need <= c->ecap)
         return;
@@ -210,14 +143,14 @@ static void ensure_ecap(cuda_impl *c, long long need)
     cudaFree(c->e_gate);
     SF_CHECK(need < 0x7fffffffLL);
     c->ecap = (int)need;
-    c->e_lat = (int *)dalloc((size_t)need * sizeof(int));
-    c->e_val = (float *)dalloc((size_t)need * sizeof(float));
-    c->e_gate = (float *)dalloc((size_t)need * sizeof(float));
+    c->e_lat = (int *)cu_dalloc((size_t)need * sizeof(int));
+    c->e_val = (float *)cu_dalloc((size_t)need * sizeof(float));
+    c->e_gate = (float *)cu_dalloc((size_t)need * sizeof(float));
 }
 
 /* Stages x (and g) through the pinned buffers on the copy stream; the compute stream waits for
  * x at once and for g only where g is used (wait_g). */
-static void upload(cuda_impl *c, const float *x, const float *g, int B)
+void cu_upload(cuda_impl *c, const float *x, const float *g, int B)
 {
     const size_t bytes = (size_t)B * c->d * sizeof(float);
     /* the previous step's copies have finished: every step ends with a sync of cs after its
@@ -245,9 +178,9 @@ static float *cu_input_buffer(sae_backend *be, int which)
     return which ? c->h_g : c->h_x;
 }
 
-static void wait_g(cuda_impl *c) { CUDA_CHECK(cudaStreamWaitEvent(c->cs, c->ev_g, 0)); }
+void cu_wait_g(cuda_impl *c) { CUDA_CHECK(cudaStreamWaitEvent(c->cs, c->ev_g, 0)); }
 
-static void encoder(cuda_impl *c, int B)
+void cu_encoder(cuda_impl *c, int B)
 {
     enc_forward_cuda(c->x, c->P.W_enc, c->W_enc_bf16, c->P.b_enc, c->P.b_dec, B, c->d, c->n, c->u,
                      c->pre, c->hp.precision, c->enc_ws, c->blas, c->cs);
@@ -273,8 +206,8 @@ static void refresh_dead(cuda_impl *c)
 /* The inference code of backend.h into (row_ptr, lat, val) of capacity cap slots; returns the
  * code's slot count (row_ptr[B] may be smaller: padding) or -1 when a threshold code needs more
  * than cap (row_ptr is then valid, lat/val not). gated: gate is ready in c->gate. */
-static long long infer_select(cuda_impl *c, int B, int k, int gated, int *lat, float *val,
-                              long long cap)
+long long cu_infer_select(cuda_impl *c, int B, int k, int gated, int *lat, float *val,
+                          long long cap)
 {
     const sae_hparams *hp = &c->hp;
     if (hp->arch == SAE_ARCH_TOPK || hp->arch == SAE_ARCH_GSAE) {
@@ -300,20 +233,20 @@ static long long infer_select(cuda_impl *c, int B, int k, int gated, int *lat, f
 /* Forward with the inference rule into c->e_lat/e_val (grown as needed); returns slots used. */
 static long long infer_code(cuda_impl *c, const float *x, const float *g, int B, int k)
 {
-    upload(c, x, g, B);
-    encoder(c, B);
+    cu_upload(c, x, g, B);
+    cu_encoder(c, B);
     int gated = 0;
     if (c->hp.arch == SAE_ARCH_GSAE && g) {
-        wait_g(c);
+        cu_wait_g(c);
         gate_forward_cuda(c->g, c->P.W_dec, B, c->d, c->n, c->gate, c->hp.precision, c->blas,
                           c->cs);
         gated = 1;
     }
-    ensure_ecap(c, (long long)B * k);
-    long long used = infer_select(c, B, k, gated, c->e_lat, c->e_val, c->ecap);
+    cu_ensure_ecap(c, (long long)B * k);
+    long long used = cu_infer_select(c, B, k, gated, c->e_lat, c->e_val, c->ecap);
     if (used < 0) {
-        ensure_ecap(c, -1 - used);
-        used = infer_select(c, B, k, gated, c->e_lat, c->e_val, c->ecap);
+        cu_ensure_ecap(c, -1 - used);
+        used = cu_infer_select(c, B, k, gated, c->e_lat, c->e_val, c->ecap);
         SF_CHECK(used >= 0);
     }
     return used;
@@ -327,6 +260,7 @@ static void cu_free(sae_backend *be)
     cuda_impl *c = impl_of(be);
     cudaStreamSynchronize(c->cs);
     cudaStreamSynchronize(c->xs);
+    cu_dist_free(c);
     void *dev[] = {c->P.W_enc, c->P.b_enc, c->P.W_dec, c->P.b_dec, c->S.m_W_enc, c->S.v_W_enc,
                    c->S.m_b_enc, c->S.v_b_enc, c->S.m_W_dec, c->S.v_W_dec, c->S.m_b_dec,
                    c->S.v_b_dec, c->S.since_fired, c->S.fire_count, c->S.act_sum, c->S.act_max,
@@ -435,31 +369,40 @@ static void cu_train_step(sae_backend *be, const float *x, const float *g, int B
     SF_CHECK(hp->arch != SAE_ARCH_GSAE || g != NULL);
     ensure_k(c, k);
     cudaStream_t cs = c->cs;
+    /* data parallel (dist.h): the hooks below are its collectives; dp is NULL for one rank */
+    const int dist = c->dp != NULL;
+    const int64_t Bg = dist ? cu_dist_rows(c, B) : B;
 
     /* 1. dead mask: computed at the end of the previous step (or by set_state) */
     const int dead = c->dead_count;
     prof_begin(c, be->profile);
-    upload(c, x, g, B);
+    cu_upload(c, x, g, B);
     prof_mark(c, -1);
     CUDA_CHECK(cudaMemsetAsync(c->res, 0, R_COUNT * sizeof(double), cs));
     CUDA_CHECK(cudaMemsetAsync(c->d_count, 0, sizeof(int), cs));
+    if (dist)
+        cu_dist_center_begin(c, B);
 
     /* 2. encoder */
-    encoder(c, B);
+    cu_encoder(c, B);
     prof_mark(c, SAE_PH_ENCODE);
     /* 3. gate */
     const int gsae = hp->arch == SAE_ARCH_GSAE;
     if (g)
-        wait_g(c);
+        cu_wait_g(c);
     if (gsae)
         gate_forward_cuda(c->g, c->P.W_dec, B, d, n, c->gate, hp->precision, c->blas, cs);
     prof_mark(c, SAE_PH_GATE);
     /* 4. selection */
     const int batch = hp->arch == SAE_ARCH_BATCHTOPK || hp->arch == SAE_ARCH_MATRYOSHKA;
-    const int main_cap = B * k;
+    const int main_cap = B * (batch ? cu_code_per_token(c, k) : k);
     if (batch) {
-        bselect_cuda(c->pre, B, n, (int64_t)B * k, c->row_ptr, c->lat, c->val, c->d_min_kept,
-                     c->bsel_ws, cs);
+        if (dist)
+            cu_dist_select_batch(c, c->pre, B, Bg * k, main_cap, c->row_ptr, c->lat, c->val,
+                                 c->d_min_kept);
+        else
+            bselect_cuda(c->pre, B, n, (int64_t)B * k, c->row_ptr, c->lat, c->val, c->d_min_kept,
+                         c->bsel_ws, cs);
         SF_LAUNCH(theta_kernel, 1, 1, 0, cs, c->d_theta, (const float *)c->d_min_kept,
                   hp->theta_ema);
     } else {
@@ -468,8 +411,12 @@ static void cu_train_step(sae_backend *be, const float *x, const float *g, int B
         fill_row_ptr_cuda(c->row_ptr, B, k, cs);
     }
     prof_mark(c, SAE_PH_SELECT);
-    /* 5. centre */
-    loss_center_cuda(c->x, B, d, c->mean, c->res + R_DEN, c->loss_ws, cs);
+    /* 5. centre; sums: the step's sums, summed over the ranks under data parallelism */
+    if (dist)
+        cu_dist_center_end(c, B);
+    else
+        loss_center_cuda(c->x, B, d, c->mean, c->res + R_DEN, c->loss_ws, cs);
+    double *sums = dist ? cu_dist_sums(c) : c->res;
     /* 6. reconstructions, largest prefix first: dY[j] = sum_{g >= j} 2/(G den) (xhat_g - x) */
     const int G = hp->arch == SAE_ARCH_MATRYOSHKA ? hp->n_prefixes : 1;
     int bounds[SAE_MAX_PREFIXES];
@@ -484,7 +431,7 @@ static void cu_train_step(sae_backend *be, const float *x, const float *g, int B
             CUDA_CHECK(cudaMemcpyAsync(c->dY + j * Bd, c->dY + (j + 1) * Bd, Bd * sizeof(float),
                                        cudaMemcpyDeviceToDevice, cs));
         loss_residual_cuda(c->x, xh, B, d, 2.0, (double)G, c->res + R_DEN, j < G - 1, c->dY + j * Bd,
-                           c->res + R_RES + j, c->loss_ws, cs);
+                           sums + R_RES + j, c->loss_ws, cs);
     }
     prof_mark(c, SAE_PH_DECODE);
     /* 7. AuxK */
@@ -511,7 +458,7 @@ static void cu_train_step(sae_backend *be, const float *x, const float *g, int B
             decode_cuda(c->aux_row_ptr, c->aux_lat, c->aux_val, c->P.W_dec, NULL, B, d, n,
                         c->ehat, cs);
             loss_residual_cuda(c->e, c->ehat, B, d, 2.0 * (double)hp->aux_alpha, 1.0,
-                               c->res + R_DEN, 0, c->dY_aux, c->res + R_AUX, c->loss_ws, cs);
+                               c->res + R_DEN, 0, c->dY_aux, sums + R_AUX, c->loss_ws, cs);
             grp[1].row_ptr = c->aux_row_ptr;
             grp[1].lat = c->aux_lat;
             grp[1].val = c->aux_val;
@@ -525,13 +472,18 @@ static void cu_train_step(sae_backend *be, const float *x, const float *g, int B
     }
     prof_mark(c, SAE_PH_AUXK);
     if (g)
-        loss_gw_cuda(c->g, c->x, c->xhat, c->mean, B, d, c->res + R_GWN, c->res + R_GWD,
+        loss_gw_cuda(c->g, c->x, c->xhat, c->mean, B, d, sums + R_GWN, sums + R_GWD,
                      c->loss_ws, cs);
+    if (dist)
+        cu_dist_metrics(c, main_cap);
     prof_mark(c, SAE_PH_STATS);
-    /* 8. backward, projection, norm, clip scale */
+    /* 8. backward (summed over the ranks: the dense view, statistics meanwhile), projection,
+     * norm, clip scale */
     backward_cuda(&c->ws, c->u, &c->P, B, d, n, grp, n_groups, &c->gr, cs);
-    dec_grad_project_cuda(c->P.W_dec, d, &c->gr, cs);
-    grad_sqnorm_cuda(&c->gr, d, n, c->res + R_SQN, c->adam_ws, cs);
+    sae_grads_cuda *gr = dist ? cu_dist_grads(c, B, Bg, main_cap, gsae ? c->gate : NULL, step)
+                              : &c->gr;
+    dec_grad_project_cuda(c->P.W_dec, d, gr, cs);
+    grad_sqnorm_cuda(gr, d, n, c->res + R_SQN, c->adam_ws, cs);
     grad_clip_scale_cuda(c->res + R_SQN, hp->grad_clip, c->res + R_NORM, c->d_gscale, cs);
     prof_mark(c, SAE_PH_BACKWARD);
     /* 9. Adam */
@@ -539,12 +491,14 @@ static void cu_train_step(sae_backend *be, const float *x, const float *g, int B
     const double t = (double)c->adam_t;
     const float step_size = (float)((double)lr / (1.0 - pow((double)hp->adam_b1, t)));
     const float bc2_sqrt = (float)sqrt(1.0 - pow((double)hp->adam_b2, t));
-    adam_step_cuda(&c->P, &c->S, &c->gr, d, n, step_size, bc2_sqrt, hp->adam_b1, hp->adam_b2,
+    adam_step_cuda(&c->P, &c->S, gr, d, n, step_size, bc2_sqrt, hp->adam_b1, hp->adam_b2,
                    hp->adam_eps, c->d_gscale, c->W_enc_bf16, cs);
     prof_mark(c, SAE_PH_OPTIM);
-    /* 10. statistics of the main code (sorted view of the backward: group 0), next dead mask */
-    featstats_update_cuda(&c->ws, &c->gr, c->val, main_cap, gsae ? c->gate : NULL, B, n, step,
-                          &c->S, cs);
+    /* 10. statistics of the main code (sorted view of the backward: group 0; cu_dist_grads ran
+     * them under data parallelism), next dead mask */
+    if (!dist)
+        featstats_update_cuda(&c->ws, &c->gr, c->val, main_cap, gsae ? c->gate : NULL, B, n, step,
+                              &c->S, cs);
     featstats_dead_mask_cuda(c->S.since_fired, n, hp->dead_tokens, c->dead_mask, c->d_dead, cs);
     /* results */
     SF_LAUNCH(count_entries_kernel, (main_cap + 255) / 256 < 256 ? (main_cap + 255) / 256 : 256,
@@ -555,12 +509,12 @@ static void cu_train_step(sae_backend *be, const float *x, const float *g, int B
                                cs));
     prof_mark(c, SAE_PH_STATS);
     CUDA_CHECK(cudaStreamSynchronize(cs));
+    const double *r = dist ? cu_dist_finish(c) : c->h_res; /* the sums */
     if (c->prof_on)
         CUDA_CHECK(cudaStreamSynchronize(c->xs));
     prof_collect(c, 1, be->phase_s);
-
-    const double *r = c->h_res;
-    const double den = r[R_DEN];
+    const double *h = c->h_res; /* den, norm, theta, dead: the same on every rank */
+    const double den = h[R_DEN];
     const double den_eff = den > 0.0 ? den : 1.0; /* zero spread (B = 1): plain squared error */
     double recon = 0.0;
     for (int j = G - 1; j >= 0; j--)
@@ -572,9 +526,9 @@ static void cu_train_step(sae_backend *be, const float *x, const float *g, int B
     out->fvu = out->fvu_num / den_eff;
     out->auxk = n_groups > 1 ? r[R_AUX] / den_eff : 0.0;
     out->loss = recon + (double)hp->aux_alpha * out->auxk;
-    out->l0 = r[R_L0] / B;
+    out->l0 = r[R_L0] / (double)Bg;
     out->dead_frac = (double)dead / n;
-    out->grad_norm = r[R_NORM];
+    out->grad_norm = h[R_NORM];
     if (g) {
         out->gw_num = r[R_GWN];
         out->gw_den = r[R_GWD];
@@ -582,15 +536,19 @@ static void cu_train_step(sae_backend *be, const float *x, const float *g, int B
     } else {
         out->gw_err = -1.0;
     }
-    out->tokens = B;
-    c->theta = (float)r[R_THETA];
-    c->dead_count = (int)r[R_DEAD];
+    out->tokens = Bg;
+    c->theta = (float)h[R_THETA];
+    c->dead_count = (int)h[R_DEAD];
 }
 
 static void cu_eval_batch(sae_backend *be, const float *x, const float *g, int B, int k,
                           sae_metrics *acc)
 {
     cuda_impl *c = impl_of(be);
+    if (c->dp) {
+        cu_eval_batch_dist(be, x, g, B, k, acc);
+        return;
+    }
     SF_CHECK(B > 0 && B <= c->max_B && k > 0);
     cudaStream_t cs = c->cs;
     infer_code(c, x, g, B, k);
@@ -602,7 +560,7 @@ static void cu_eval_batch(sae_backend *be, const float *x, const float *g, int B
     loss_residual_cuda(c->x, c->xhat, B, c->d, 0.0, 1.0, NULL, 0, NULL, c->res + R_RES, c->loss_ws,
                        cs);
     if (g) {
-        wait_g(c);
+        cu_wait_g(c);
         loss_gw_cuda(c->g, c->x, c->xhat, c->mean, B, c->d, c->res + R_GWN, c->res + R_GWD,
                      c->loss_ws, cs);
     }
@@ -716,6 +674,7 @@ extern "C" sae_backend *backend_cuda_new(const sae_hparams *hp, int max_B, int d
         c->auxcap = 0;
     c->adam_t = 0;
     c->theta = -1.0f;
+    c->code_mul = 1;
     CUDA_CHECK(cudaStreamCreateWithFlags(&c->cs, cudaStreamNonBlocking));
     CUDA_CHECK(cudaStreamCreateWithFlags(&c->xs, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&c->ev_x, cudaEventDisableTiming));
@@ -723,60 +682,60 @@ extern "C" sae_backend *backend_cuda_new(const sae_hparams *hp, int max_B, int d
     CUBLAS_CHECK(cublasCreate(&c->blas));
 
     const size_t d = (size_t)hp->d, n = (size_t)hp->n, B = (size_t)max_B;
-    c->P.W_enc = (float *)dalloc(n * d * 4);
-    c->P.W_dec = (float *)dalloc(n * d * 4);
-    c->P.b_enc = (float *)dalloc(n * 4);
-    c->P.b_dec = (float *)dalloc(d * 4);
-    c->S.m_W_enc = (float *)dalloc(n * d * 4);
-    c->S.v_W_enc = (float *)dalloc(n * d * 4);
-    c->S.m_W_dec = (float *)dalloc(n * d * 4);
-    c->S.v_W_dec = (float *)dalloc(n * d * 4);
-    c->S.m_b_enc = (float *)dalloc(n * 4);
-    c->S.v_b_enc = (float *)dalloc(n * 4);
-    c->S.m_b_dec = (float *)dalloc(d * 4);
-    c->S.v_b_dec = (float *)dalloc(d * 4);
-    c->S.since_fired = (int64_t *)dalloc(n * 8);
-    c->S.fire_count = (int64_t *)dalloc(n * 8);
-    c->S.act_sum = (double *)dalloc(n * 8);
-    c->S.act_max = (float *)dalloc(n * 4);
-    c->S.last_fired_step = (int64_t *)dalloc(n * 8);
-    c->S.gate_sum = (double *)dalloc(n * 8);
-    c->d_theta = (float *)dalloc(4);
+    c->P.W_enc = (float *)cu_dalloc(n * d * 4);
+    c->P.W_dec = (float *)cu_dalloc(n * d * 4);
+    c->P.b_enc = (float *)cu_dalloc(n * 4);
+    c->P.b_dec = (float *)cu_dalloc(d * 4);
+    c->S.m_W_enc = (float *)cu_dalloc(n * d * 4);
+    c->S.v_W_enc = (float *)cu_dalloc(n * d * 4);
+    c->S.m_W_dec = (float *)cu_dalloc(n * d * 4);
+    c->S.v_W_dec = (float *)cu_dalloc(n * d * 4);
+    c->S.m_b_enc = (float *)cu_dalloc(n * 4);
+    c->S.v_b_enc = (float *)cu_dalloc(n * 4);
+    c->S.m_b_dec = (float *)cu_dalloc(d * 4);
+    c->S.v_b_dec = (float *)cu_dalloc(d * 4);
+    c->S.since_fired = (int64_t *)cu_dalloc(n * 8);
+    c->S.fire_count = (int64_t *)cu_dalloc(n * 8);
+    c->S.act_sum = (double *)cu_dalloc(n * 8);
+    c->S.act_max = (float *)cu_dalloc(n * 4);
+    c->S.last_fired_step = (int64_t *)cu_dalloc(n * 8);
+    c->S.gate_sum = (double *)cu_dalloc(n * 8);
+    c->d_theta = (float *)cu_dalloc(4);
     if (hp->precision == SAE_PREC_BF16)
-        c->W_enc_bf16 = (uint16_t *)dalloc(n * d * 2);
+        c->W_enc_bf16 = (uint16_t *)cu_dalloc(n * d * 2);
 
     const int G = hp->arch == SAE_ARCH_MATRYOSHKA ? hp->n_prefixes : 1;
-    c->x = (float *)dalloc(B * d * 4);
-    c->g = (float *)dalloc(B * d * 4);
-    c->u = (float *)dalloc(B * d * 4);
-    c->pre = (float *)dalloc(B * n * 4);
-    c->gate = (float *)dalloc(B * n * 4);
-    c->mean = (float *)dalloc(d * 4);
-    c->xhat = (float *)dalloc(B * d * 4);
-    c->xtmp = (float *)dalloc(B * d * 4);
-    c->dY = (float *)dalloc((size_t)G * B * d * 4);
-    c->e = (float *)dalloc(B * d * 4);
-    c->ehat = (float *)dalloc(B * d * 4);
-    c->dY_aux = (float *)dalloc(B * d * 4);
-    c->row_ptr = (int *)dalloc((B + 1) * 4);
-    c->aux_row_ptr = (int *)dalloc((B + 1) * 4);
-    c->aux_lat = (int *)dalloc(B * (size_t)(c->auxcap > 0 ? c->auxcap : 1) * 4);
-    c->aux_val = (float *)dalloc(B * (size_t)(c->auxcap > 0 ? c->auxcap : 1) * 4);
-    c->dead_mask = (uint8_t *)dalloc(n);
-    c->d_dead = (int *)dalloc(4);
-    c->d_count = (int *)dalloc(4);
-    c->d_min_kept = (float *)dalloc(4);
-    c->d_gscale = (float *)dalloc(4);
-    c->bsel_ws = dalloc(bselect_workspace_bytes(max_B, hp->n));
-    c->enc_ws = dalloc(enc_workspace_bytes(max_B, hp->d, hp->precision));
-    c->loss_ws = dalloc(loss_cuda_work_bytes(max_B));
-    c->adam_ws = dalloc(adam_cuda_work_bytes());
-    c->res = (double *)dalloc(R_COUNT * sizeof(double));
+    c->x = (float *)cu_dalloc(B * d * 4);
+    c->g = (float *)cu_dalloc(B * d * 4);
+    c->u = (float *)cu_dalloc(B * d * 4);
+    c->pre = (float *)cu_dalloc(B * n * 4);
+    c->gate = (float *)cu_dalloc(B * n * 4);
+    c->mean = (float *)cu_dalloc(d * 4);
+    c->xhat = (float *)cu_dalloc(B * d * 4);
+    c->xtmp = (float *)cu_dalloc(B * d * 4);
+    c->dY = (float *)cu_dalloc((size_t)G * B * d * 4);
+    c->e = (float *)cu_dalloc(B * d * 4);
+    c->ehat = (float *)cu_dalloc(B * d * 4);
+    c->dY_aux = (float *)cu_dalloc(B * d * 4);
+    c->row_ptr = (int *)cu_dalloc((B + 1) * 4);
+    c->aux_row_ptr = (int *)cu_dalloc((B + 1) * 4);
+    c->aux_lat = (int *)cu_dalloc(B * (size_t)(c->auxcap > 0 ? c->auxcap : 1) * 4);
+    c->aux_val = (float *)cu_dalloc(B * (size_t)(c->auxcap > 0 ? c->auxcap : 1) * 4);
+    c->dead_mask = (uint8_t *)cu_dalloc(n);
+    c->d_dead = (int *)cu_dalloc(4);
+    c->d_count = (int *)cu_dalloc(4);
+    c->d_min_kept = (float *)cu_dalloc(4);
+    c->d_gscale = (float *)cu_dalloc(4);
+    c->bsel_ws = cu_dalloc(bselect_workspace_bytes(max_B, hp->n));
+    c->enc_ws = cu_dalloc(enc_workspace_bytes(max_B, hp->d, hp->precision));
+    c->loss_ws = cu_dalloc(loss_cuda_work_bytes(max_B));
+    c->adam_ws = cu_dalloc(adam_cuda_work_bytes());
+    c->res = (double *)cu_dalloc(R_COUNT * sizeof(double));
     CUDA_CHECK(cudaMallocHost((void **)&c->h_res, R_COUNT * sizeof(double)));
     CUDA_CHECK(cudaMallocHost((void **)&c->h_x, B * d * 4));
     CUDA_CHECK(cudaMallocHost((void **)&c->h_g, B * d * 4));
-    alloc_codes(c, hp->k);
-    ensure_ecap(c, (long long)max_B * hp->k);
+    cu_alloc_codes(c, hp->k);
+    cu_ensure_ecap(c, (long long)max_B * hp->k);
 
     /* zero parameters and state, theta = -1, last_fired_step = -1 (as sae_state_alloc) */
     void *zero[] = {c->P.W_enc, c->P.W_dec, c->P.b_enc, c->P.b_dec, c->S.m_W_enc, c->S.v_W_enc,
@@ -805,6 +764,7 @@ extern "C" sae_backend *backend_cuda_new(const sae_hparams *hp, int max_B, int d
     be->input_buffer = cu_input_buffer;
     be->eval_batch = cu_eval_batch;
     be->encode = cu_encode;
+    be->set_dist = cu_set_dist;
     be->impl = c;
     return be;
 }

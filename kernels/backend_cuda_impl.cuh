@@ -1,0 +1,131 @@
+/* Private to the CUDA backend: its state, shared by backend_cuda.cu (the one-rank step and the
+ * backend functions) and backend_cuda_dist.cu (the multi-rank pieces of dist.h). */
+#ifndef BACKEND_CUDA_IMPL_CUH
+#define BACKEND_CUDA_IMPL_CUH
+
+#include "backward.cuh"
+#include "cuda_compat.h"
+/* backend.h is a C header without extern "C" guards */
+extern "C" {
+#include "backend.h"
+}
+
+/* Slots of the per-step results block (doubles, device), read back once per step. */
+enum {
+    R_DEN = 0,
+    R_AUX = 1,
+    R_SQN = 2,
+    R_NORM = 3,
+    R_GWN = 4,
+    R_GWD = 5,
+    R_L0 = 6,
+    R_THETA = 7,
+    R_DEAD = 8,
+    R_RES = 9, /* R_RES + g: |x - xhat_g|^2 for each prefix g */
+    R_COUNT = R_RES + SAE_MAX_PREFIXES
+};
+
+#define PROF_MARKS 16
+
+typedef struct cuda_impl {
+    sae_hparams hp;
+    int device;
+    int d, n, max_B;
+    int kcap;   /* code slots per token of the main code */
+    int auxcap; /* code slots per token of the AuxK code */
+    cudaStream_t cs, xs;
+    cudaEvent_t ev_x, ev_g;
+    cublasHandle_t blas;
+
+    sae_params P; /* device */
+    sae_state S;  /* device arrays; adam_t and theta mirrored on the host */
+    int64_t adam_t;
+    float theta;
+    float *d_theta;
+    uint16_t *W_enc_bf16; /* bf16 shadow (precision bf16) */
+
+    float *x, *g, *u, *pre, *gate, *mean, *xhat, *xtmp, *dY, *e, *ehat, *dY_aux;
+    int *row_ptr, *lat;
+    float *val;
+    int *aux_row_ptr, *aux_lat;
+    float *aux_val;
+    int ecap; /* encode/eval code capacity (threshold codes can be larger) */
+    int *e_lat;
+    float *e_val, *e_gate;
+
+    uint8_t *dead_mask;
+    int *d_dead;
+    int dead_count; /* dead latents under the current state */
+    int *d_count;
+    float *d_min_kept, *d_gscale;
+    void *bsel_ws, *enc_ws, *loss_ws, *adam_ws;
+
+    sae_bwd_ws ws;
+    sae_grads_cuda gr;
+
+    /* phase timing (be->profile): events recorded at phase ends on cs, read after the step */
+    cudaEvent_t ev_up[2];             /* around the batch copy on xs */
+    cudaEvent_t ev_mark[PROF_MARKS];  /* ev_mark[0] = start on cs */
+    int mark_phase[PROF_MARKS], n_marks, prof_on;
+
+    /* data parallel (backend_cuda_dist.cu): NULL / 1 for one rank */
+    struct cuda_dist *dp;
+    int code_mul; /* main code slots per token: up to world * k for the batch rules */
+
+    double *res;     /* (R_COUNT) device */
+    double *h_res;   /* pinned */
+    float *h_x, *h_g; /* pinned staging (max_B, d) */
+} cuda_impl;
+
+static inline cuda_impl *impl_of(sae_backend *be) { return (cuda_impl *)be->impl; }
+
+/* Main-code slots per token for this k: k, or for a rank of a data-parallel batch selection
+ * its share of the global budget, which can reach world * k (never n). */
+static inline int cu_code_per_token(const cuda_impl *c, int k)
+{
+    if (c->code_mul <= 1)
+        return k;
+    long long p = (long long)k * c->code_mul;
+    if (p > c->n)
+        p = c->n;
+    return p > k ? (int)p : k;
+}
+
+/* backend_cuda.cu helpers the multi-rank pieces reuse. */
+void *cu_dalloc(size_t bytes);
+void cu_alloc_codes(cuda_impl *c, int kcap);
+void cu_ensure_ecap(cuda_impl *c, long long need);
+void cu_upload(cuda_impl *c, const float *x, const float *g, int B);
+void cu_wait_g(cuda_impl *c);
+void cu_encoder(cuda_impl *c, int B);
+long long cu_infer_select(cuda_impl *c, int B, int k, int gated, int *lat, float *val, long long cap);
+
+/* backend_cuda_dist.cu: the collectives of dist.h's step order on the device buffers. NCCL
+ * calls go on their own stream in one order on every rank; the compute stream waits for them
+ * only where it needs their result. Called only when be->dist is on (world > 1). */
+void cu_set_dist(sae_backend *be, const sae_dist *dd);
+void cu_dist_free(cuda_impl *c);
+/* The global batch size (a host sum). */
+int64_t cu_dist_rows(cuda_impl *c, int B);
+/* Column sums of x and the row count, summed over the ranks on the NCCL stream while the
+ * encoder runs; then (end) the global mean and den into c->mean and res[R_DEN]. */
+void cu_dist_center_begin(cuda_impl *c, int B);
+void cu_dist_center_end(cuda_impl *c, int B);
+/* Exact batch top-k over every rank's rows with budget K (select_batch_dist_cpu's rule), into
+ * `slots` slots (padding after row_ptr[B]); *min_kept the global threshold (device). */
+void cu_dist_select_batch(cuda_impl *c, const float *pre, int B, int64_t K, int64_t slots,
+                          int *row_ptr, int *lat, float *val, float *min_kept);
+/* The step's metric sums (c's mres block, plus the entries of the main code) summed over the
+ * ranks on the NCCL stream, overlapping the backward. */
+void cu_dist_metrics(cuda_impl *c, int slots);
+/* Scatter into the dense gradient buffer, its one all-reduce, featstats on the local rows while
+ * it runs, since_fired over the ranks; returns the dense view for projection, norm and Adam. */
+sae_grads_cuda *cu_dist_grads(cuda_impl *c, int B, int64_t Bg, int slots, const float *gate,
+                              int64_t step);
+/* The summed metrics block (device), and its host copy after cu_dist_finish's sync. */
+double *cu_dist_sums(cuda_impl *c);
+const double *cu_dist_finish(cuda_impl *c);
+void cu_eval_batch_dist(sae_backend *be, const float *x, const float *g, int B, int k,
+                        sae_metrics *acc);
+
+#endif
