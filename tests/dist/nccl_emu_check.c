@@ -102,6 +102,8 @@ int main(int argc, char **argv)
         EXPECT(ru[i] == eu, "uint32 min [%d] %u vs %u", i, ru[i], eu);
     }
     /* refusals: NCCL works on device memory, on live streams */
+    if (rank == 0)
+        fprintf(stderr, "nccl-emu-check: three refusals follow on every rank, as they must:\n");
     EXPECT(ncclAllReduce(hf, hf, C, ncclFloat32, ncclSum, comm, s) == ncclInvalidArgument,
            "a host buffer was accepted");
     cudaStream_t dead;
