@@ -38,6 +38,15 @@ int64_t memcheck_cuda_available(void)
 #endif
 }
 
+int backend_open_dist_device(const sae_dist *dd)
+{
+#if defined(SF_WITH_CUDA)
+    return backend_cuda_dist_device(dd);
+#else
+    return sae_dist_on(dd) ? dd->local_rank : 0;
+#endif
+}
+
 sae_backend *backend_open(const sae_hparams *hp, int max_B, int kind, int threads, char *why,
                           int len)
 {

@@ -9,6 +9,9 @@
  * opened. Builds without CUDA: cuda -> NULL, auto -> cpu with a notice on stderr. CUDA builds:
  * auto tries device 0, falls back to cpu with a notice. Emulated-CUDA builds (tests): auto ->
  * cpu (the emulator is for tests only), cuda -> the emulated device. */
+/* The CUDA device a data-parallel rank uses (its node-local rank modulo the visible devices in
+ * CUDA builds; 0 for one rank). */
+int backend_open_dist_device(const sae_dist *dd);
 /* backend_open on CUDA device `device` (the node-local rank of a data-parallel run). */
 sae_backend *backend_open_on(const sae_hparams *hp, int max_B, int kind, int threads, int device,
                              char *why, int len);

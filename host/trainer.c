@@ -187,6 +187,9 @@ int64_t trainer_host_bytes(const trainer *t, int64_t *device)
             dev += memcheck_cuda_bytes(&m->hp, t->Bl);
         else
             host += backend_cpu_bytes(&m->hp, t->Bl);
+        /* data parallel: the CPU backend's dense gradient buffer (kernels/dist_cpu.h) */
+        if (sae_dist_on(t->dist) && m->cfg.backend != SF_BACKEND_CUDA)
+            host += 4 * (2LL * m->hp.n * t->d + 2LL * m->hp.n + t->d);
     }
     if (device)
         *device = dev;
@@ -315,7 +318,7 @@ static int open_member(trainer *t, tr_member *m, int resumed, sf_err *err)
     int rc;
     int dp = sae_dist_on(t->dist);
     m->be = backend_open_on(&m->hp, t->Bl, (int)m->cfg.backend, m->cfg.train.threads,
-                            dp ? t->dist->local_rank : 0, why, sizeof why);
+                            backend_open_dist_device(t->dist), why, sizeof why);
     if (!m->be)
         return sf_fail(err, SF_EINPUT, "%s: backend: %s", m->cfg.source, why);
     if (dp && !m->be->set_dist)

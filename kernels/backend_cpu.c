@@ -388,12 +388,13 @@ static void cpu_train_step(sae_backend *be, const float *x, const float *g, int 
 
 /* Inference codes into erow_ptr/elat/eval (topk rules keep their padding). Returns the gate
  * used (gsae with g) or NULL. Assumes enter() and c->pre filled by enc_forward_cpu (B > 0).
- * Bg: the global batch (data parallel; B otherwise) that the batch rule selects over. */
-static const float *infer_codes(sae_backend *be, const float *g, int B, int64_t Bg, int k)
+ * Bg: the global batch (data parallel; B otherwise) that the batch rule selects over; local:
+ * this rank's rows alone (encode, which dist.h keeps free of collectives). */
+static const float *infer_codes(sae_backend *be, const float *g, int B, int64_t Bg, int k, int local)
 {
     cpu_impl *c = be->impl;
     const sae_hparams *hp = &be->hp;
-    const sae_dist *dd = dist_of(be);
+    const sae_dist *dd = local ? NULL : dist_of(be);
     int n = hp->n;
     c->erow_ptr[0] = 0;
     if (is_batch_arch(hp->arch)) {
@@ -443,7 +444,7 @@ static void cpu_eval_batch(sae_backend *be, const float *x, const float *g, int 
     double den = dd ? dist_center_cpu(dd, x, B, d, c->mean, &Bg) : 0.0;
     if (B > 0)
         enc_forward_cpu(x, c->p.W_enc, c->p.b_enc, c->p.b_dec, B, d, n, c->u, c->pre);
-    infer_codes(be, g, B, Bg, k);
+    infer_codes(be, g, B, Bg, k, 0);
     if (!dd)
         den = loss_center_cpu(x, B, d, c->mean);
     double sums[4] = {0}; /* error, entries, gw num, gw den */
@@ -475,7 +476,7 @@ static int64_t cpu_encode(sae_backend *be, const float *x, const float *g, int B
     SF_CHECK(B >= 1 && B <= be->max_B && k >= 1);
     enter(c);
     enc_forward_cpu(x, c->p.W_enc, c->p.b_enc, c->p.b_dec, B, d, n, c->u, c->pre);
-    const float *gate = infer_codes(be, g, B, B, k);
+    const float *gate = infer_codes(be, g, B, B, k, 1);
     /* Compact: drop top-k padding, keep ascending latent order. */
     row_ptr[0] = 0;
     for (int b = 0; b < B; b++)

@@ -1,5 +1,5 @@
-/* Data-parallel runs through real mpirun: 2 ranks equal 1 rank for every arch, kill -9 and
- * resume on 2 and on 1 rank, a rank that dies or hangs ends the job within 60 s. */
+/* Data-parallel runs through real mpirun: 2 ranks equal 1 rank for every arch and for a sweep,
+ * kill -9 and resume on 2 and on 1 rank, a rank that dies or hangs ends the job within 60 s. */
 #pragma GCC diagnostic ignored "-Wformat-truncation" /* test paths are short temp dirs */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -132,6 +132,29 @@ Test(dist, two_ranks_equal_one_rank_for_every_arch, .timeout = 600)
         cr_assert(last_metric(one, "auxk") >= 0, "%s", archs[a]);
         check_same(one, two, archs[a]);
     }
+}
+
+Test(dist, a_sweep_on_two_ranks_equals_one_rank, .timeout = 300)
+{
+    const char *dir = tcli_tmpdir(5);
+    const char *data = make_data(dir);
+    char cfg[800], one[800], two[800], m1[900], m2[900];
+    snprintf(cfg, sizeof cfg, "%s/sw.yaml", dir);
+    snprintf(one, sizeof one, "%s/sw1", dir);
+    snprintf(two, sizeof two, "%s/sw2", dir);
+    write_cfg(cfg, one, data, "batchtopk", 120, "sweep:\n  sae.k: [3, 6]\n");
+    cr_assert_eq(tcli_run(out, sizeof out, "%s train %s", tcli_bin(), cfg), 0, "%s", out);
+    cr_assert_eq(tcli_run(out, sizeof out, "%s -np 2 %s train %s --set out_dir=%s", MPIRUN,
+                          tcli_bin(), cfg, two), 0, "%s", out);
+    cr_assert(strstr(out, "sweep of 2 members"), "%s", out);
+    const char *members[] = {"k3", "k6"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(m1, sizeof m1, "%s/%s", one, members[i]);
+        snprintf(m2, sizeof m2, "%s/%s", two, members[i]);
+        check_same(m1, m2, members[i]);
+    }
+    cr_assert(fs_exists(two) && tcli_run(out, sizeof out, "test -f %s/frontier.svg", two) == 0,
+              "rank 0 drew the frontier");
 }
 
 Test(dist, bad_global_batch_is_refused_once, .timeout = 120)
