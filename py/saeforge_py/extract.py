@@ -95,7 +95,10 @@ def forward_rows(model, module, hook, ids, mask, keep, gradients):
         ce, _ = next_token_ce(logits, ids, mask)
         # the SUM over positions: each row's gradient is its own effect on the loss, independent
         # of the batch size and of how many positions the batch holds
-        (g,) = torch.autograd.grad(ce.sum(), h.seen, allow_unused=True)
+        loss = ce.sum()
+        # with the weights frozen, a hook off the path to the logits leaves the loss with no
+        # autograd graph at all (autograd.grad would raise), or with none through the hook
+        g = torch.autograd.grad(loss, h.seen, allow_unused=True)[0] if loss.requires_grad else None
         if g is None:
             raise ToolError(f"the loss does not depend on the output of '{hook}', so it has no "
                             f"gradients; hook a module on the path to the logits or drop --gradients")

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from saeforge_py import extract
+from saeforge_py import extract, hooks
 
 
 def run_extract(tmp, lm, *extra, out="shards"):
@@ -93,3 +93,51 @@ def test_errors(tmp_path, lm, saeforge_bin, capsys):
                        capture_output=True, text=True)
     assert r.returncode == 2 and "model directory" in r.stderr and "not found" in r.stderr, r.stderr
     assert not os.listdir(tmp_path / "o") if os.path.exists(tmp_path / "o") else True
+
+
+def with_probe(model_dir, called=True):
+    """The tiny model plus a module `transformer.probe` that reads block 1's output on a branch
+    nothing downstream uses (a detached side computation), or that the forward never calls."""
+    model, tok = hooks.load_model(model_dir, "cpu")  # frozen, as extract loads it
+    model.transformer.probe = torch.nn.Linear(model.config.n_embd, model.config.n_embd)
+    if called:
+        def side(mod, inp, out):
+            model.transformer.probe(out[0] if isinstance(out, tuple) else out)  # computed, then dropped
+        model.transformer.h[1].register_forward_hook(side)
+    return model, tok
+
+
+def test_error_hook_loss_does_not_depend_on(tmp_path, lm, monkeypatch, capsys):
+    model_dir, train, _ = lm
+    monkeypatch.setattr(extract, "load_model", lambda name, device: with_probe(model_dir))
+    o = tmp_path / "o"
+    argv = ["--model", model_dir, "--hook", "transformer.probe", "--text", train, "--context", "32"]
+    # without --gradients the probe is an ordinary hook: its rows are written
+    assert extract.main(argv + ["--tokens", "100", "--out", str(tmp_path / "plain")]) == 0
+    capsys.readouterr()
+    assert extract.main(argv + ["--out", str(o), "--gradients"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("saeforge: the loss does not depend on the output of 'transformer.probe'"), err
+    assert "drop --gradients" in err and err.count("\n") == 1
+    assert not any(n.endswith((".h5", ".h5.tmp")) for n in os.listdir(o))
+
+
+def test_error_hook_never_called(tmp_path, lm, monkeypatch, capsys):
+    model_dir, train, _ = lm
+    monkeypatch.setattr(extract, "load_model", lambda name, device: with_probe(model_dir, called=False))
+    for grads in ([], ["--gradients"]):
+        assert extract.main(["--model", model_dir, "--hook", "transformer.probe", "--text", train,
+                             "--out", str(tmp_path / "o"), *grads]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("saeforge: hook 'transformer.probe' did not run in the forward pass"), err
+
+
+def test_error_hub_model_not_found(tmp_path, lm, saeforge_bin):
+    """A hub name that is neither cached nor reachable (offline): one line, exit 2, no traceback."""
+    _, train, _ = lm
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    r = subprocess.run([saeforge_bin, "extract", "--model", "no-such-org/no-such-model", "--hook", "x",
+                        "--text", train, "--out", str(tmp_path / "o")], capture_output=True, text=True, env=env)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("saeforge: model no-such-org/no-such-model could not be loaded"), r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
