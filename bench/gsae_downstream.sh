@@ -2,7 +2,10 @@
 # The seed paper's claim on a real (small) LM: train a tiny GPT-2 on the project's synthetic
 # corpus (py/tests/tinylm.py), extract activations + loss gradients at its middle block, train
 # TopK and g-SAE at several k on the same shards, and evaluate each spliced into the model.
-# Not part of `make test`. Needs `make py`. Usage: sh bench/gsae_downstream.sh [OUT] (build/gsae_lm)
+# Not part of `make test`. Needs `make` and `make py`. Usage: sh bench/gsae_downstream.sh [OUT]
+# (default build/gsae_lm). Environment: LM_STEPS (600), KS ("4 8 16"), SAE_TOKENS (1048576),
+# ARCHS ("topk gsae"), GSAE_BETA (1; other values name the runs gsae_b<BETA>_k<K>).
+# Finished pieces (model, shards, runs, evals) are kept, so a rerun only does what is missing.
 set -eu
 OUT=${1:-build/gsae_lm}
 PY=build/venv/bin/python
@@ -10,6 +13,8 @@ BIN=build/saeforge
 STEPS=${LM_STEPS:-600}
 KS=${KS:-"4 8 16"}
 TOKENS=${SAE_TOKENS:-1048576}
+ARCHS=${ARCHS:-"topk gsae"}
+BETA=${GSAE_BETA:-1}
 mkdir -p "$OUT"
 if [ ! -f "$OUT/model/config.json" ]; then
     PYTHONPATH=py/tests $PY -c "
@@ -20,9 +25,13 @@ tinylm.write_text('$OUT/held.txt', tinylm.corpus(300, seed=22))"
 fi
 $BIN extract --model "$OUT/model" --hook transformer.h.1 --text "$OUT/train.txt" --out "$OUT/shards" \
     --gradients --context 64 --shard-tokens 65536
+# the held-out text as shards too: the table's gw_err is measured on the rows eval splices
+$BIN extract --model "$OUT/model" --hook transformer.h.1 --text "$OUT/held.txt" --out "$OUT/held_shards" \
+    --gradients --context 64 --shard-tokens 65536
+name() { if [ "$1" = gsae ] && [ "$BETA" != 1 ]; then echo "gsae_b${BETA}_k$2"; else echo "${1}_k$2"; fi; }
 for k in $KS; do
-    for arch in topk gsae; do
-        run="$OUT/runs/${arch}_k$k"
+    for arch in $ARCHS; do
+        run="$OUT/runs/$(name $arch $k)"
         [ -f "$run/final/cfg.json" ] && continue
         rm -rf "$run"
         cat > "$OUT/c.yaml" <<YAML
@@ -33,6 +42,7 @@ sae:
   arch: $arch
   n_latents: 512
   k: $k
+  gsae_beta: $BETA
   dead_tokens: 200_000
 train:
   batch_tokens: 1024
@@ -43,16 +53,37 @@ YAML
     done
 done
 for k in $KS; do
-    for arch in topk gsae; do
-        $BIN eval "$OUT/runs/${arch}_k$k" --model "$OUT/model" --text "$OUT/held.txt" --context 64 \
-            --json "$OUT/runs/${arch}_k$k/downstream.json"
+    for arch in $ARCHS; do
+        run="$OUT/runs/$(name $arch $k)"
+        # an eval newer than the run's export is the eval of that export
+        [ "$run/downstream.json" -nt "$run/final/cfg.json" ] && continue
+        $BIN eval "$run" --model "$OUT/model" --text "$OUT/held.txt" --context 64 --json "$run/downstream.json"
     done
 done
+# every run under OUT/runs, by k: the table, plus gw_err (sum_b (g.(x - x_hat))^2 / sum_b
+# (g.(x - mean))^2) on the held-out shards with the row top-k that eval splices in
 $PY -c "
-import json
-print('| k | arch | FVU | delta LM loss | CE-loss score | KL |'); print('|---|---|---|---|---|---|')
-for k in '$KS'.split():
-    for a in ('topk', 'gsae'):
-        r = json.load(open(f'$OUT/runs/{a}_k{k}/downstream.json'))['members'][0]
-        print(f\"| {k} | {a} | {r['fvu']:.4f} | {r['delta_lm_loss']:.4f} | {r['ce_loss_score']:.4f} | {r['kl']:.4f} |\")
+import glob, json, h5py, numpy as np
+from safetensors.numpy import load_file
+with h5py.File('$OUT/held_shards/shard_00000.h5') as f:
+    x = f['activations'][:].astype(np.float64); g = f['gradients'][:].astype(np.float64)
+gx = ((g * (x - x.mean(0))).sum(1) ** 2).sum()
+rows = []
+for d in glob.glob('$OUT/runs/*/downstream.json'):
+    r = json.load(open(d))['members'][0]
+    run = d.rsplit('/', 2)[1]
+    cfg = json.load(open(f'$OUT/runs/{run}/final/cfg.json'))
+    w = {n: v.astype(np.float64) for n, v in load_file(f'$OUT/runs/{run}/final/sae.safetensors').items()}
+    k = cfg['k']
+    pre = np.maximum((x - w['b_dec']) @ w['W_enc'] + w['b_enc'], 0)
+    idx = np.argpartition(-pre, k, axis=1)[:, :k]
+    a = np.zeros_like(pre)
+    np.put_along_axis(a, idx, np.take_along_axis(pre, idx, 1), 1)
+    gw = ((g * (x - a @ w['W_dec'] - w['b_dec'])).sum(1) ** 2).sum() / gx
+    rows.append((k, run, r, gw))
+print('| k | run | FVU | delta LM loss | CE-loss score | KL | gw_err |'); print('|---|---|---|---|---|---|---|')
+order = lambda t: (t[0], t[1] != 'topk_k%d' % t[0], t[1] != 'gsae_k%d' % t[0], t[1])
+for k, run, r, gw in sorted(rows, key=order):
+    print(f\"| {k} | {run} | {r['fvu']:.4f} | {r['delta_lm_loss']:.4f} | {r['ce_loss_score']:.4f} | {r['kl']:.4f} | {gw:.4f} |\")
+print(f\"clean CE {rows[0][2]['ce_clean']:.4f}, zero-ablation CE {rows[0][2]['ce_zero']:.4f}, {rows[0][2]['tokens']} predicted tokens\")
 "
