@@ -4,7 +4,10 @@
 # TopK and g-SAE at several k on the same shards, and evaluate each spliced into the model.
 # Not part of `make test`. Needs `make` and `make py`. Usage: sh bench/gsae_downstream.sh [OUT]
 # (default build/gsae_lm). Environment: LM_STEPS (600), KS ("4 8 16"), SAE_TOKENS (1048576),
-# ARCHS ("topk gsae"), GSAE_BETA (1; other values name the runs gsae_b<BETA>_k<K>).
+# ARCHS ("topk gsae"), GSAE_BETA (1; other values name the runs gsae_b<BETA>_k<K>), SEED (0; others
+# add _s<SEED>), PERMUTE_GRADIENTS (0; 1 trains on a copy of the shards whose gradient rows are
+# shuffled within each shard, a control that keeps the gate's scale but not its information;
+# adds _permg).
 # Finished pieces (model, shards, runs, evals) are kept, so a rerun only does what is missing.
 set -eu
 OUT=${1:-build/gsae_lm}
@@ -15,6 +18,8 @@ KS=${KS:-"4 8 16"}
 TOKENS=${SAE_TOKENS:-1048576}
 ARCHS=${ARCHS:-"topk gsae"}
 BETA=${GSAE_BETA:-1}
+SEED=${SEED:-0}
+PERMG=${PERMUTE_GRADIENTS:-0}
 mkdir -p "$OUT"
 if [ ! -f "$OUT/model/config.json" ]; then
     PYTHONPATH=py/tests $PY -c "
@@ -28,16 +33,38 @@ $BIN extract --model "$OUT/model" --hook transformer.h.1 --text "$OUT/train.txt"
 # the held-out text as shards too: the table's gw_err is measured on the rows eval splices
 $BIN extract --model "$OUT/model" --hook transformer.h.1 --text "$OUT/held.txt" --out "$OUT/held_shards" \
     --gradients --context 64 --shard-tokens 65536
-name() { if [ "$1" = gsae ] && [ "$BETA" != 1 ]; then echo "gsae_b${BETA}_k$2"; else echo "${1}_k$2"; fi; }
+DATA="$OUT/shards"
+if [ "$PERMG" = 1 ]; then
+    DATA="$OUT/shards_permg"
+    [ -f "$DATA/.done" ] || $PY -c "
+import glob, os, shutil, h5py, numpy as np
+os.makedirs('$DATA', exist_ok=True)
+rng = np.random.default_rng(0)
+for p in sorted(glob.glob('$OUT/shards/shard_*.h5')):
+    q = os.path.join('$DATA', os.path.basename(p))
+    shutil.copyfile(p, q)
+    with h5py.File(q, 'r+') as f:
+        g = f['gradients'][:]
+        f['gradients'][:] = g[rng.permutation(len(g))]
+open('$DATA/.done', 'w').close()"
+fi
+name() {
+    n="${1}_k$2"
+    [ "$1" = gsae ] && [ "$BETA" != 1 ] && n="gsae_b${BETA}_k$2"
+    [ "$SEED" != 0 ] && n="${n}_s$SEED"
+    [ "$PERMG" = 1 ] && n="${n}_permg"
+    echo "$n"
+}
 for k in $KS; do
     for arch in $ARCHS; do
         run="$OUT/runs/$(name $arch $k)"
         [ -f "$run/final/cfg.json" ] && continue
         rm -rf "$run"
         cat > "$OUT/c.yaml" <<YAML
+seed: $SEED
 out_dir: $run
 data:
-  path: $OUT/shards
+  path: $DATA
 sae:
   arch: $arch
   n_latents: 512
@@ -80,10 +107,12 @@ for d in glob.glob('$OUT/runs/*/downstream.json'):
     a = np.zeros_like(pre)
     np.put_along_axis(a, idx, np.take_along_axis(pre, idx, 1), 1)
     gw = ((g * (x - a @ w['W_dec'] - w['b_dec'])).sum(1) ** 2).sum() / gx
-    rows.append((k, run, r, gw))
-print('| k | run | FVU | delta LM loss | CE-loss score | KL | gw_err |'); print('|---|---|---|---|---|---|---|')
-order = lambda t: (t[0], t[1] != 'topk_k%d' % t[0], t[1] != 'gsae_k%d' % t[0], t[1])
-for k, run, r, gw in sorted(rows, key=order):
-    print(f\"| {k} | {run} | {r['fvu']:.4f} | {r['delta_lm_loss']:.4f} | {r['ce_loss_score']:.4f} | {r['kl']:.4f} | {gw:.4f} |\")
+    # dead: the fraction of latents dead at the last training step
+    last = [json.loads(l) for l in open(f'$OUT/runs/{run}/metrics.jsonl') if '\"eval\"' not in l][-1]
+    rows.append((k, run, r, gw, last['dead_frac']))
+print('| k | run | FVU | delta LM loss | CE-loss score | KL | gw_err | dead |'); print('|---|---|---|---|---|---|---|---|')
+order = lambda t: (t[0], not t[1].startswith('topk'), t[1] != 'gsae_k%d' % t[0], t[1])
+for k, run, r, gw, dead in sorted(rows, key=order):
+    print(f\"| {k} | {run} | {r['fvu']:.4f} | {r['delta_lm_loss']:.4f} | {r['ce_loss_score']:.4f} | {r['kl']:.4f} | {gw:.4f} | {100 * dead:.1f}% |\")
 print(f\"clean CE {rows[0][2]['ce_clean']:.4f}, zero-ablation CE {rows[0][2]['ce_zero']:.4f}, {rows[0][2]['tokens']} predicted tokens\")
 "
