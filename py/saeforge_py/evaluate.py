@@ -64,7 +64,7 @@ def evaluate(model, module, windows, saes, a):
     accs = {n: Acc(d, a.device) for n, _ in saes}
     ce_clean = ce_zero = 0.0
     n_pred = 0
-    prog = Progress(a.tokens)
+    prog = Progress(a.tokens, fraction=windows.fraction)
     for batch in batches(windows, a.batch):
         ids = torch.as_tensor(np.stack([w for w, _ in batch]), device=a.device)
         mask = torch.as_tensor(np.stack([m for _, m in batch]), device=a.device)

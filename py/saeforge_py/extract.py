@@ -164,7 +164,7 @@ def run(a):
     d = None
     attrs = {"model": a.model, "hook": a.hook, "context_size": a.context,
              "saeforge_extract": json.dumps(settings, sort_keys=True)}
-    prog = Progress(goal - skip if goal else 0)
+    prog = Progress(goal - skip if goal else 0, fraction=windows.fraction)
     sink = None
     try:
         for batch in batches(windows, a.batch):

@@ -8,19 +8,23 @@ from . import ToolError
 
 
 def _docs(path, field):
-    """Yields str (text) or list[int] (pre-tokenised ids) documents from one file."""
+    """Yields (doc, share): doc a str (text) or a list[int] (pre-tokenised ids), share the part of
+    the file read once it is consumed (for the progress ETA without --tokens)."""
     if not os.path.isfile(path):
         raise ToolError(f"text file {path} not found; pass existing files to --text")
     if path.endswith(".npy"):
         arr = np.load(path)
         if arr.dtype.kind not in "iu" or arr.ndim not in (1, 2):
             raise ToolError(f"{path}: a .npy input must hold integer token ids, 1-D or 2-D")
-        for row in arr.reshape(-1, arr.shape[-1]) if arr.ndim == 2 else [arr]:
-            yield [int(t) for t in row]
+        rows = arr.reshape(-1, arr.shape[-1]) if arr.ndim == 2 else [arr]
+        for i, row in enumerate(rows, 1):
+            yield [int(t) for t in row], i / len(rows)
         return
     if path.endswith(".jsonl"):
+        size, read = max(os.path.getsize(path), 1), 0
         with open(path, encoding="utf-8") as f:
             for line_no, line in enumerate(f, 1):
+                read += len(line.encode("utf-8"))
                 if not line.strip():
                     continue
                 try:
@@ -30,18 +34,20 @@ def _docs(path, field):
                     raise ToolError(f"{path}:{line_no}: not a JSON object with a '{field}' field; "
                                     f"name the field with --text-field") from None
                 if isinstance(doc, list) and all(isinstance(t, int) for t in doc):
-                    yield doc
+                    yield doc, read / size
                 elif isinstance(doc, str):
-                    yield doc
+                    yield doc, read / size
                 else:
                     raise ToolError(f"{path}:{line_no}: '{field}' must be a string or a list of token ids")
         return
     with open(path, encoding="utf-8") as f:
         text = f.read()
     # blank lines separate documents in a plain file
+    pos = 0
     for doc in text.split("\n\n"):
+        pos += len(doc) + 2
         if doc.strip():
-            yield doc
+            yield doc, min(pos / max(len(text), 1), 1.0)
 
 
 class Windows:
@@ -59,10 +65,20 @@ class Windows:
         self.eos = tokenizer.eos_token_id
         pad = tokenizer.pad_token_id
         self.pad = pad if pad is not None else (self.eos if self.eos is not None else 0)
+        # input bytes per file, to tell how much of the text has been read
+        self.sizes = [os.path.getsize(p) if os.path.isfile(p) else 0 for p in self.paths]
+        self.read = 0.0
+
+    def fraction(self):
+        """The part of the input (by bytes) read so far, or None when the input is empty."""
+        total = sum(self.sizes)
+        return min(self.read / total, 1.0) if total else None
 
     def _ids(self):
-        for p in self.paths:
-            for doc in _docs(p, self.field):
+        for i, p in enumerate(self.paths):
+            before = sum(self.sizes[:i])
+            for doc, share in _docs(p, self.field):
+                self.read = before + share * self.sizes[i]
                 ids = doc if isinstance(doc, list) else self.tok(doc, add_special_tokens=False)["input_ids"]
                 yield from ids
                 if self.eos is not None:

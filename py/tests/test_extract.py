@@ -141,3 +141,11 @@ def test_error_hub_model_not_found(tmp_path, lm, saeforge_bin):
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("saeforge: model no-such-org/no-such-model could not be loaded"), r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_progress_eta_without_tokens(tmp_path, lm, capsys):
+    model_dir, train, _ = lm
+    assert extract.main(["--model", model_dir, "--hook", "transformer.h.1", "--text", train,
+                         "--out", str(tmp_path / "o"), "--context", "32"]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "(100% of the input)" in last and "ETA 0m00s" in last and "/0 " not in last, last
