@@ -214,7 +214,7 @@ Test(cuda_dist, dense_gradient_scatter)
 /* Values with many exact ties (coarse grid), negatives and zeros. */
 static float *tie_data(int B, int n, int levels)
 {
-    float *pre = malloc(sizeof(float) * (size_t)(B > 0 ? B : 1) * n);
+    float *pre = calloc((size_t)(B > 0 ? B : 1) * n, sizeof(float));
     for (size_t e = 0; e < (size_t)B * n; e++) {
         int q = (int)(rnd() % (uint32_t)(2 * levels)) - levels / 2;
         pre[e] = q <= 0 ? -(float)(rnd() % 3) : (float)q / (float)levels + (q % 7 == 0 ? 1e-3f : 0.0f);

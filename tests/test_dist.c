@@ -18,8 +18,10 @@
 
 static char out[65536];
 
-/* mpirun as root needs both variables; --bind-to none: ranks share the test machine's cores. */
-static const char *MPIRUN = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+/* mpirun as root needs both variables; --bind-to none: ranks share the test machine's cores.
+ * Under test-asan the ranks keep ASan's memory checks but not LeakSanitizer: OpenMPI leaves its
+ * plugins' allocations behind at MPI_Finalize (dlclosed, so no suppression can name them). */
+static const char *MPIRUN = "env ASAN_OPTIONS=detect_leaks=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
                             "OMPI_MCA_rmaps_base_oversubscribe=1 mpirun --bind-to none";
 
 static const char *make_data(const char *dir)
