@@ -100,7 +100,7 @@ def main():
         fired = (out.feature_acts > 0).any(0)
         since = torch.where(fired, torch.zeros_like(since), since + a.batch)
         if (step + 1) % 256 == 0:
-            print(f"step {step + 1}/{steps}  loss {float(out.loss):.4f}", file=sys.stderr, flush=True)
+            print(f"step {step + 1}/{steps}  loss {out.loss.item():.4f}", file=sys.stderr, flush=True)
     with torch.no_grad():
         sae.eval()
         # inference: SAELens's own encode (threshold for batchtopk/matryoshka once exported);
