@@ -39,7 +39,7 @@ TEST_HELPERS := $(wildcard tests/helpers/*.c)
 TEST_HELPER_OBJ := $(TEST_HELPERS:%.c=$(BUILD)/%.o)
 
 .SECONDARY:
-.PHONY: all run test test-unit test-gpu test-asan test-tsan cuda deps bench clean
+.PHONY: all run test test-unit test-gpu test-asan test-tsan cuda emu deps bench clean
 all: $(BUILD)/saeforge
 
 # --- dependencies (Debian) -------------------------------------------------
@@ -86,6 +86,11 @@ $(BUILD)/emu/backend_open.o: $(VARIANT_SRC) | $(DEPS_STAMP)
 $(BUILD)/libsaeforge_emu.a: $(EMU_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
+# The CLI on the emulated CUDA backend (`backend: cuda` runs the .cu kernels on the CPU): slow,
+# for measuring that a whole training run on the CUDA code path matches the CPU one.
+$(BUILD)/emu/saeforge: $(BUILD)/host/main.o $(BUILD)/emu/backend_open.o $(BUILD)/libsaeforge.a $(BUILD)/libsaeforge_emu.a
+	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+emu: $(BUILD)/emu/saeforge
 
 # --- tests -----------------------------------------------------------------
 $(BUILD)/tests/%.o: tests/%.c | $(DEPS_STAMP)

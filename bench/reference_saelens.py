@@ -99,6 +99,8 @@ def main():
         opt.step()
         fired = (out.feature_acts > 0).any(0)
         since = torch.where(fired, torch.zeros_like(since), since + a.batch)
+        if (step + 1) % 256 == 0:
+            print(f"step {step + 1}/{steps}  loss {out.loss.item():.4f}", file=sys.stderr, flush=True)
     with torch.no_grad():
         sae.eval()
         # inference: SAELens's own encode (threshold for batchtopk/matryoshka once exported);
@@ -109,9 +111,19 @@ def main():
         xh = sae.decode(z.feature_acts)
         fvu = float(((ev - xh) ** 2).sum() / ((ev - ev.mean(0)) ** 2).sum())
         W = (sae.W_dec * 1.0).numpy()
+        thr = ""
+        if a.arch != "topk":
+            # the exported (JumpReLU) rule: keep relu(hidden_pre) > topk_threshold
+            _, hidden_pre = sae.encode_with_hidden_pre(ev)
+            zt = hidden_pre.relu() * (hidden_pre > sae.topk_threshold)
+            xt = sae.decode(zt)
+            tfvu = float(((ev - xt) ** 2).sum() / ((ev - ev.mean(0)) ** 2).sum())
+            thr = f"  threshold rule: FVU {tfvu:.4f}  L0 {float((zt > 0).float().sum(1).mean()):.2f}"
     truth = load_file(os.path.join(a.data, "truth.safetensors"))["W_dec"]
     l0 = float((z.feature_acts > 0).float().sum(1).mean())
-    print(f"{a.arch} seed {a.seed}: eval FVU {fvu:.4f}  L0 {l0:.2f}  matched>=0.9 {100 * matched(W, truth):.1f}%")
+    dead = float((since >= a.dead_tokens).float().mean())
+    print(f"{a.arch} seed {a.seed}: eval FVU {fvu:.4f}  L0 {l0:.2f}  matched>=0.9 {100 * matched(W, truth):.1f}%"
+          f"  dead {100 * dead:.1f}%{thr}")
 
 
 if __name__ == "__main__":
