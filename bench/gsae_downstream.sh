@@ -7,7 +7,7 @@
 # ARCHS ("topk gsae"), GSAE_BETA (1; other values name the runs gsae_b<BETA>_k<K>), SEED (0; others
 # add _s<SEED>), PERMUTE_GRADIENTS (0; 1 trains on a copy of the shards whose gradient rows are
 # shuffled within each shard, a control that keeps the gate's scale but not its information;
-# adds _permg).
+# adds _permg), INIT_SCALE (empty: the config default; set, it is `sae.init_scale` and adds _i<S>).
 # Finished pieces (model, shards, runs, evals) are kept, so a rerun only does what is missing.
 set -eu
 OUT=${1:-build/gsae_lm}
@@ -20,6 +20,7 @@ ARCHS=${ARCHS:-"topk gsae"}
 BETA=${GSAE_BETA:-1}
 SEED=${SEED:-0}
 PERMG=${PERMUTE_GRADIENTS:-0}
+INIT=${INIT_SCALE:-}
 mkdir -p "$OUT"
 if [ ! -f "$OUT/model/config.json" ]; then
     PYTHONPATH=py/tests $PY -c "
@@ -53,6 +54,7 @@ name() {
     [ "$1" = gsae ] && [ "$BETA" != 1 ] && n="gsae_b${BETA}_k$2"
     [ "$SEED" != 0 ] && n="${n}_s$SEED"
     [ "$PERMG" = 1 ] && n="${n}_permg"
+    [ -n "$INIT" ] && n="${n}_i$INIT"
     echo "$n"
 }
 for k in $KS; do
@@ -76,6 +78,7 @@ train:
   total_tokens: $TOKENS
   schedule: linear
 YAML
+        [ -n "$INIT" ] && sed -i "s/^  gsae_beta:/  init_scale: $INIT\n  gsae_beta:/" "$OUT/c.yaml"
         $BIN train "$OUT/c.yaml"
     done
 done
@@ -88,7 +91,8 @@ for k in $KS; do
     done
 done
 # every run under OUT/runs, by k: the table, plus gw_err (sum_b (g.(x - x_hat))^2 / sum_b
-# (g.(x - mean))^2) on the held-out shards with the row top-k that eval splices in
+# (g.(x - mean))^2) on the held-out shards with the rule that eval splices in (row top-k, or the
+# JumpReLU threshold of a batchtopk/matryoshka export)
 $PY -c "
 import glob, json, h5py, numpy as np
 from safetensors.numpy import load_file
@@ -101,11 +105,15 @@ for d in glob.glob('$OUT/runs/*/downstream.json'):
     run = d.rsplit('/', 2)[1]
     cfg = json.load(open(f'$OUT/runs/{run}/final/cfg.json'))
     w = {n: v.astype(np.float64) for n, v in load_file(f'$OUT/runs/{run}/final/sae.safetensors').items()}
-    k = cfg['k']
     pre = np.maximum((x - w['b_dec']) @ w['W_enc'] + w['b_enc'], 0)
-    idx = np.argpartition(-pre, k, axis=1)[:, :k]
-    a = np.zeros_like(pre)
-    np.put_along_axis(a, idx, np.take_along_axis(pre, idx, 1), 1)
+    if 'threshold' in w:  # batchtopk / matryoshka export as JumpReLU: eval splices a > threshold
+        a = np.where(pre > w['threshold'], pre, 0)
+        k = int(run.split('_k')[1].split('_')[0])
+    else:
+        k = cfg['k']
+        idx = np.argpartition(-pre, k, axis=1)[:, :k]
+        a = np.zeros_like(pre)
+        np.put_along_axis(a, idx, np.take_along_axis(pre, idx, 1), 1)
     gw = ((g * (x - a @ w['W_dec'] - w['b_dec'])).sum(1) ** 2).sum() / gx
     # dead: the fraction of latents dead at the last training step
     last = [json.loads(l) for l in open(f'$OUT/runs/{run}/metrics.jsonl') if '\"eval\"' not in l][-1]

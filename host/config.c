@@ -157,7 +157,8 @@ static const key_def KEYS[] = {
     LEAF("sae.k", K_INT, sae.k, NULL, sae, y_sae, k, "active latents per token"),
     LEAF("sae.gsae_beta", K_F32, sae.gsae_beta, NULL, sae, y_sae, gsae_beta, "gsae gate strength"),
     LEAF("sae.init_scale", K_F32, sae.init_scale, NULL, sae, y_sae, init_scale,
-         "initial encoder scale: W_enc = init_scale * W_dec (unit rows)"),
+         "initial encoder scale: W_enc = init_scale * W_dec (unit rows); "
+         "0 = per arch (0.01 batchtopk/matryoshka, 1 topk/gsae)"),
     LEAF("sae.matryoshka_prefixes", K_PREFIXES, sae.prefixes, NULL, sae, y_sae, prefixes,
          "matryoshka: ascending prefix sizes, last = n; [] = default"),
     LEAF("sae.aux_k", K_INT, sae.aux_k, NULL, sae, y_sae, aux_k, "AuxK dead latents per token; 0 = d/2"),
@@ -1043,9 +1044,11 @@ static int validate_impl(const sf_config *c, int d, const origin *o, sf_err *err
         if (!(fget(c, k) >= 0))
             return failk(err, o, k, "%g is out of range; use a value >= 0", (double)fget(c, k));
     }
-    if (!(c->sae.init_scale > 0 && c->sae.init_scale <= 1))
-        return failk(err, o, K("sae.init_scale"), "%g is out of range; use a value in (0, 1] (default %g)",
-                     (double)c->sae.init_scale, (double)SF_INIT_SCALE_DEFAULT);
+    if (!(c->sae.init_scale >= 0 && c->sae.init_scale <= 1))
+        return failk(err, o, K("sae.init_scale"),
+                     "%g is out of range; use a value in (0, 1], or 0 for the arch's default (%g batchtopk/matryoshka, "
+                     "%g topk/gsae)",
+                     (double)c->sae.init_scale, (double)SF_INIT_SCALE_BATCH, (double)SF_INIT_SCALE_ROW);
     if (!(c->train.decay_start >= 0 && c->train.decay_start <= 1))
         return failk(err, o, K("train.decay_start"), "%g is out of range; use a fraction in [0, 1]",
                      (double)c->train.decay_start);
@@ -1181,7 +1184,7 @@ void config_defaults(sf_config *c)
     c->sae.expansion = 16;
     c->sae.k = 32;
     c->sae.gsae_beta = 1.0f;
-    c->sae.init_scale = SF_INIT_SCALE_DEFAULT;
+    c->sae.init_scale = 0;
     c->sae.n_prefixes = 0;
     c->sae.aux_k = 0;
     c->sae.aux_alpha = 1.0f / 32.0f;
@@ -1258,6 +1261,14 @@ void config_resolve(sf_config *c, int d)
 const char *config_arch_name(sae_arch a)
 {
     return (int)a >= 0 && (int)a < 4 ? arch_names[a] : "unknown";
+}
+
+float config_init_scale(const sf_config *c)
+{
+    if (c->sae.init_scale > 0)
+        return c->sae.init_scale;
+    int batch = c->sae.arch == SAE_ARCH_BATCHTOPK || c->sae.arch == SAE_ARCH_MATRYOSHKA;
+    return batch ? SF_INIT_SCALE_BATCH : SF_INIT_SCALE_ROW;
 }
 
 /* Shortest decimal that reads back as the same float. */

@@ -8,8 +8,11 @@
 #include "sf_err.h"
 
 #define SF_PATH_MAX 1024
-/* Encoder scale at init (W_enc = s * W_dec); small serves batchtopk/matryoshka, see docs/rules.md. */
-#define SF_INIT_SCALE_DEFAULT 0.01f
+/* Encoder scale at init (W_enc = s * W_dec) when sae.init_scale is 0 (the default), per arch:
+ * batch selection needs a small encoder, row top-k does better at 1 on real activations
+ * (docs/rules.md, "Initial encoder scale"). */
+#define SF_INIT_SCALE_BATCH 0.01f
+#define SF_INIT_SCALE_ROW 1.0f
 
 typedef enum { SF_BACKEND_AUTO = 0, SF_BACKEND_CPU = 1, SF_BACKEND_CUDA = 2 } sf_backend_kind;
 typedef enum { SF_BAD_ROWS_ERROR = 0, SF_BAD_ROWS_SKIP = 1 } sf_bad_rows;
@@ -38,7 +41,7 @@ typedef struct sf_config {
         int expansion;              /* n = expansion * d when n_latents == 0; default 16 */
         int k;                      /* default 32 */
         float gsae_beta;            /* default 1.0, >= 0 */
-        float init_scale;           /* W_enc = init_scale * W_dec at init; (0, 1]; docs/rules.md */
+        float init_scale;           /* W_enc = init_scale * W_dec at init; [0, 1], 0 = per arch */
         int n_prefixes;             /* matryoshka_prefixes; 0 = default (n/16, n/4, n) */
         int64_t prefixes[SAE_MAX_PREFIXES];
         int aux_k;                  /* 0 = default d/2 */
@@ -102,5 +105,7 @@ int config_max_threads(void);
 
 /* Names for enums, as in the YAML. */
 const char *config_arch_name(sae_arch a);
+/* The initial encoder scale c->sae.init_scale resolves to (its arch's default when 0). */
+float config_init_scale(const sf_config *c);
 
 #endif

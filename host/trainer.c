@@ -301,7 +301,7 @@ static int init_fresh(trainer *t, sf_err *err)
             continue;
         sf_rng rng;
         rng_seed(&rng, (uint64_t)m->cfg.seed, 1);
-        sae_init_params(&m->p, t->d, m->hp.n, m->cfg.sae.init_scale, &rng, t->x, got);
+        sae_init_params(&m->p, t->d, m->hp.n, config_init_scale(&m->cfg), &rng, t->x, got);
         memset(&m->meta, 0, sizeof m->meta);
         m->meta.input_scale = scale;
         memcpy(m->meta.rng, rng.s, sizeof rng.s);

@@ -107,7 +107,15 @@ Test(config, defaults_match_spec)
     cr_assert_eq(c.sae.expansion, 16);
     cr_assert_eq(c.sae.k, 32);
     cr_assert_float_eq(c.sae.gsae_beta, 1.0f, 0);
-    cr_assert_float_eq(c.sae.init_scale, 0.01f, 0);
+    cr_assert_float_eq(c.sae.init_scale, 0.0f, 0);
+    cr_assert_float_eq(config_init_scale(&c), 1.0f, 0); /* topk: row selection keeps the unit init */
+    sf_config cb = c;
+    cb.sae.arch = SAE_ARCH_BATCHTOPK;
+    cr_assert_float_eq(config_init_scale(&cb), 0.01f, 0);
+    cb.sae.arch = SAE_ARCH_MATRYOSHKA;
+    cr_assert_float_eq(config_init_scale(&cb), 0.01f, 0);
+    cb.sae.arch = SAE_ARCH_GSAE;
+    cr_assert_float_eq(config_init_scale(&cb), 1.0f, 0);
     cr_assert_eq(c.sae.n_prefixes, 0);
     cr_assert_eq(c.sae.aux_k, 0);
     cr_assert_float_eq(c.sae.aux_alpha, 0.03125f, 0);
@@ -203,6 +211,7 @@ static void check_full(const sf_config *c)
     cr_assert_eq(c->sae.k, 16);
     cr_assert_float_eq(c->sae.gsae_beta, 0.5f, 0);
     cr_assert_float_eq(c->sae.init_scale, 0.25f, 0);
+    cr_assert_float_eq(config_init_scale(c), 0.25f, 0); /* given: wins over the arch's default */
     cr_assert_eq(c->sae.n_prefixes, 3);
     cr_assert_eq(c->sae.prefixes[0], 64);
     cr_assert_eq(c->sae.prefixes[1], 256);
@@ -390,7 +399,7 @@ Test(config, out_of_range_names_line)
     expect_err(MINIMAL "checkpoint:\n  keep: 0\n", NULL, 0, 7, "checkpoint.keep");
     expect_err(MINIMAL "sae:\n  gsae_beta: -0.5\n", NULL, 0, 7, "sae.gsae_beta");
     expect_err(MINIMAL "sae:\n  aux_alpha: -1\n", NULL, 0, 7, "sae.aux_alpha");
-    expect_err(MINIMAL "sae:\n  init_scale: 0\n", NULL, 0, 7, "sae.init_scale");
+    expect_err(MINIMAL "sae:\n  init_scale: -0.5\n", NULL, 0, 7, "sae.init_scale");
     expect_err(MINIMAL "sae:\n  init_scale: 1.5\n", NULL, 0, 7, "sae.init_scale");
     expect_err(MINIMAL "log:\n  every_steps: 0\n", NULL, 0, 7, "log.every_steps");
     /* cross-key rules */
