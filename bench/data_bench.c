@@ -235,7 +235,7 @@ int main(int argc, char **argv)
                 }
                 if (s == 0) {
                     wait_first = shard_stream_wait_seconds(st);
-                    sae_init_params(&init, o.d, o.n, SF_INIT_SCALE_BATCH, &rng, x, got);
+                    sae_init_params(&init, o.d, o.n, config_init_scale_for(o.arch, 0), &rng, x, got);
                     be->set_params(be, &init);
                     t0 = bench_now(); /* steady state: from the first batch on */
                 }

@@ -72,13 +72,13 @@ sae:
   n_latents: 512
   k: $k
   gsae_beta: $BETA
+${INIT:+  init_scale: $INIT}
   dead_tokens: 200_000
 train:
   batch_tokens: 1024
   total_tokens: $TOKENS
   schedule: linear
 YAML
-        [ -n "$INIT" ] && sed -i "s/^  gsae_beta:/  init_scale: $INIT\n  gsae_beta:/" "$OUT/c.yaml"
         $BIN train "$OUT/c.yaml"
     done
 done

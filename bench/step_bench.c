@@ -473,7 +473,7 @@ int main(int argc, char **argv)
     sae_params_alloc(&init, d, n);
     sf_rng rng;
     rng_seed(&rng, o.seed, 1);
-    sae_init_params(&init, d, n, SF_INIT_SCALE_BATCH, &rng, xs, B);
+    sae_init_params(&init, d, n, config_init_scale_for(o.arch, 0), &rng, xs, B);
     t_setup = bench_now() - t_setup;
 
     /* Copy bandwidth (before anything big is allocated) */

@@ -1263,12 +1263,17 @@ const char *config_arch_name(sae_arch a)
     return (int)a >= 0 && (int)a < 4 ? arch_names[a] : "unknown";
 }
 
+float config_init_scale_for(sae_arch arch, float scale)
+{
+    if (scale > 0)
+        return scale;
+    int batch = arch == SAE_ARCH_BATCHTOPK || arch == SAE_ARCH_MATRYOSHKA;
+    return batch ? SF_INIT_SCALE_BATCH : SF_INIT_SCALE_ROW;
+}
+
 float config_init_scale(const sf_config *c)
 {
-    if (c->sae.init_scale > 0)
-        return c->sae.init_scale;
-    int batch = c->sae.arch == SAE_ARCH_BATCHTOPK || c->sae.arch == SAE_ARCH_MATRYOSHKA;
-    return batch ? SF_INIT_SCALE_BATCH : SF_INIT_SCALE_ROW;
+    return config_init_scale_for(c->sae.arch, c->sae.init_scale);
 }
 
 /* Shortest decimal that reads back as the same float. */

@@ -107,5 +107,7 @@ int config_max_threads(void);
 const char *config_arch_name(sae_arch a);
 /* The initial encoder scale c->sae.init_scale resolves to (its arch's default when 0). */
 float config_init_scale(const sf_config *c);
+/* The same rule for callers without a config (benches): `scale` when > 0, else arch's default. */
+float config_init_scale_for(sae_arch arch, float scale);
 
 #endif

@@ -116,6 +116,10 @@ Test(config, defaults_match_spec)
     cr_assert_float_eq(config_init_scale(&cb), 0.01f, 0);
     cb.sae.arch = SAE_ARCH_GSAE;
     cr_assert_float_eq(config_init_scale(&cb), 1.0f, 0);
+    /* the benches' entry: same rule without a config */
+    cr_assert_float_eq(config_init_scale_for(SAE_ARCH_MATRYOSHKA, 0), 0.01f, 0);
+    cr_assert_float_eq(config_init_scale_for(SAE_ARCH_TOPK, 0), 1.0f, 0);
+    cr_assert_float_eq(config_init_scale_for(SAE_ARCH_BATCHTOPK, 0.5f), 0.5f, 0);
     cr_assert_eq(c.sae.n_prefixes, 0);
     cr_assert_eq(c.sae.aux_k, 0);
     cr_assert_float_eq(c.sae.aux_alpha, 0.03125f, 0);
