@@ -104,7 +104,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_LINK) $(BUILD)/saeforge
 	$(CXX) $(LDFLAGS) $(filter %.o,$^) $(filter %.a,$^) -o $@ $(CRIT_LIBS) $(LDLIBS)
 
 # Every suite runs; the summary line counts suites. SF_TEST_FILTER=name runs one suite.
-test-unit: $(TEST_BIN) $(BUILD)/saeforge
+test-unit: $(TEST_BIN) $(BUILD)/saeforge $(BUILD)/emu/saeforge
 	@sh tests/run_all.sh $(BUILD) $(TEST_BIN)
 test: test-unit
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "../data/stream.h"
+#include "../kernels/sf_check.h"
 #include "backend_open.h"
 #include "dist_mpi.h"
 #include "export.h"
@@ -369,14 +370,44 @@ static void member_diverged(const trainer *t, tr_member *m, int64_t step)
     m->ml_open = 0;
 }
 
-/* One member's step on the shared batch, its log line and periodic eval. */
-static int member_step(trainer *t, tr_member *m, int64_t step, int got, double t0, sf_err *err)
+/* Whether the member evaluates after step `step` (0-based). */
+static int eval_due(const trainer *t, const tr_member *m, int64_t step)
+{
+    const int64_t every = m->cfg.train.eval_every_steps;
+    return t->have_eval && every > 0 && step + 1 < t->total_steps && (step + 1) % every == 0;
+}
+
+/* One member's step on the shared batch, queued on its backend (or run, without submit_step). */
+static void member_submit(trainer *t, tr_member *m, int64_t step, int got)
 {
     const sf_config *c = &m->cfg;
-    int gsae = c->sae.arch == SAE_ARCH_GSAE;
-    float lr = sched_lr(c, step, t->total_steps);
-    int k = sched_k(c, step);
-    m->be->train_step(m->be, t->x, gsae ? t->g : NULL, got, k, lr, step, &m->mt);
+    const float *g = c->sae.arch == SAE_ARCH_GSAE ? t->g : NULL;
+    SF_CHECK(m->n_pend < 2);
+    tr_pending *p = &m->pend[m->n_pend++];
+    p->step = step;
+    p->lr = sched_lr(c, step, t->total_steps);
+    p->k = sched_k(c, step);
+    if (m->be->submit_step)
+        m->be->submit_step(m->be, t->x, g, got, p->k, p->lr, step);
+    else
+        m->be->train_step(m->be, t->x, g, got, p->k, p->lr, step, &p->m);
+}
+
+/* The oldest submitted step's metrics: divergence, its log line, periodic eval. */
+static int member_collect(trainer *t, tr_member *m, double t0, sf_err *err)
+{
+    const sf_config *c = &m->cfg;
+    const int64_t step = m->pend[0].step;
+    const float lr = m->pend[0].lr;
+    const int k = m->pend[0].k;
+    if (m->be->collect_step)
+        SF_CHECK(m->be->collect_step(m->be, &m->mt) == 1);
+    else
+        m->mt = m->pend[0].m;
+    m->pend[0] = m->pend[1];
+    m->n_pend--;
+    if (m->status != TR_LIVE) /* a later step of a member that diverged: dropped */
+        return SF_OK;
     if (!isfinite(m->mt.loss)) {
         member_diverged(t, m, step);
         return SF_OK;
@@ -396,8 +427,8 @@ static int member_step(trainer *t, tr_member *m, int64_t step, int got, double t
         m->t_log = now;
         m->tok_log = m->meta.tokens_seen;
     }
-    if (t->have_eval && c->train.eval_every_steps > 0 && !last &&
-        m->meta.step % c->train.eval_every_steps == 0) {
+    if (eval_due(t, m, step)) {
+        SF_CHECK(m->n_pend == 0); /* the eval must see this step's parameters */
         sae_metrics ev;
         int rc = evaluate(t, m, &ev, k, err);
         if (rc)
@@ -406,6 +437,16 @@ static int member_step(trainer *t, tr_member *m, int64_t step, int got, double t
             metrics_eval(&m->ml, step, m->meta.tokens_seen, &ev);
     }
     return SF_OK;
+}
+
+/* Collects every submitted step of every member (before a save, an eval or the end). */
+static int collect_all(trainer *t, double t0, sf_err *err)
+{
+    int rc = SF_OK;
+    for (int i = 0; i < t->n_members && !rc; i++)
+        while (t->m[i].n_pend > 0 && !rc)
+            rc = member_collect(t, &t->m[i], t0, err);
+    return rc;
 }
 
 static int live_count(const trainer *t)
@@ -439,6 +480,10 @@ static int train_loop(trainer *t, int64_t start, sf_err *err)
     }
     int every = m0->cfg.checkpoint.every_steps;
     for (int64_t step = start; step < t->total_steps && live_count(t) > 0; step++) {
+        if (t->lent) { /* the backend's pinned buffers alternate: the next step's */
+            t->x = t->m[0].be->input_buffer(t->m[0].be, 0);
+            t->g = t->m[0].be->input_buffer(t->m[0].be, 1);
+        }
         int got = shard_stream_next(st, t->x, t->want_g ? t->g : NULL, err);
         if (got <= 0) {
             rc = got < 0 ? (err->code ? err->code : SF_EINPUT)
@@ -452,7 +497,10 @@ static int train_loop(trainer *t, int64_t start, sf_err *err)
             tr_member *m = &t->m[i];
             if (m->status != TR_LIVE)
                 continue;
-            rc = member_step(t, m, step, got, t0, err);
+            member_submit(t, m, step, got);
+            /* step t-1's metrics while step t computes; all of them before an eval */
+            while (!rc && (m->n_pend > 1 || (m->n_pend > 0 && eval_due(t, m, step))))
+                rc = member_collect(t, m, t0, err);
             m->meta.data_epoch = ep;
             m->meta.data_position = pos;
             m->meta.skipped_rows = shard_stream_skipped(st);
@@ -462,9 +510,11 @@ static int train_loop(trainer *t, int64_t start, sf_err *err)
         int last = step + 1 == t->total_steps;
         /* a signal may reach one rank only (or each at another step): all stop at one step */
         int stop = sae_dist_on(t->dist) ? (int)dist_max(t->dist, stop_requested) : stop_requested;
-        if ((every > 0 && (step + 1) % every == 0) || last || stop)
-            if ((rc = trainer_save(t, err)))
-                break;
+        int save = (every > 0 && (step + 1) % every == 0) || last || stop;
+        if (save && (rc = collect_all(t, t0, err)))
+            break;
+        if (save && (rc = trainer_save(t, err)))
+            break;
         if (stop && !last) {
             char next[768] = "";
             if (trainer_rank0(t))
@@ -474,6 +524,8 @@ static int train_loop(trainer *t, int64_t start, sf_err *err)
             break;
         }
     }
+    if (!rc) /* the last steps' metrics (a loop left early keeps its error) */
+        rc = collect_all(t, t0, err);
     shard_stream_free(st);
     return rc;
 }

@@ -19,6 +19,14 @@
 
 typedef enum { TR_LIVE = 0, TR_DONE = 1, TR_DIVERGED = 2 } tr_status;
 
+/* A step handed to a member's backend whose metrics are not in yet. */
+typedef struct tr_pending {
+    int64_t step;
+    float lr;
+    int k;
+    sae_metrics m; /* a backend without submit_step: train_step's metrics */
+} tr_pending;
+
 typedef struct tr_member {
     char name[128];          /* sweep member name; "" for a solo run */
     sf_config cfg;           /* resolved; cfg.out_dir is the member's run directory */
@@ -31,7 +39,11 @@ typedef struct tr_member {
     int ml_open;
     tr_status status;
     char why[512];           /* why it stopped (diverged) */
-    sae_metrics mt;          /* the last step's metrics */
+    sae_metrics mt;          /* the last collected step's metrics */
+    /* steps handed to the backend whose metrics are not in yet, oldest first: the loop collects
+     * step t-1 while step t computes (backend.h, submit_step) */
+    int n_pend;
+    tr_pending pend[2];
     sae_metrics ev;          /* final evaluation (or the last batch when there is no eval set) */
     int dead;                /* dead latents at the end */
     double t_log;            /* progress/throughput bookkeeping */

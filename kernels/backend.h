@@ -79,9 +79,26 @@ struct sae_backend {
                       float *val,       // (cap)
                       float *gate_val); // (cap) or NULL
 
+    /* Pipelined stepping (optional: NULL when the backend has none; the driver then calls
+     * train_step). submit_step queues the same step as train_step and returns without waiting
+     * for it; collect_step waits for the oldest submitted step not yet collected, writes its
+     * metrics and returns 1 (0 when none is pending). At most two steps are uncollected: submit
+     * with two pending, or train_step with any, is a programmer error. Everything else (params,
+     * state, eval_batch, encode) first waits for the submitted steps, whose metrics stay
+     * collectable. The intended loop submits step t, then collects step t-1 while t computes;
+     * the CUDA backend copies batch t+1 while step t runs and never waits inside a step in
+     * steady state (a data-parallel or profiled step is collected before submit returns). */
+    void (*submit_step)(sae_backend *be,
+                        const float *x, // (B, d)
+                        const float *g, // (B, d) or NULL
+                        int B, int k, float lr, int64_t step);
+    int (*collect_step)(sae_backend *be, sae_metrics *out);
+
     /* Optional (NULL when the backend has none): host buffers of (max_B, d) floats that the
      * driver may fill with the next batch (which = 0 for x, 1 for g). The CUDA backend hands out
-     * its pinned staging buffers, so train_step skips a host copy and DMAs straight from them. */
+     * its pinned staging buffers, so a step skips a host copy and DMAs straight from them. The
+     * buffer belongs to the next submitted step: ask again before filling each batch (the CUDA
+     * backend alternates between two, and a buffer is free once its step was collected). */
     float *(*input_buffer)(sae_backend *be, int which);
 
     /* Phase timing (kernels/profile.h): when profile != 0 (default: SF_PROFILE in the

@@ -1,8 +1,7 @@
-/* The CUDA backend: one SAE's parameters, optimizer state and statistics in device memory, and
- * the training step of kernels/backend.h as a sequence of device kernels on one compute stream.
- * Inputs are staged through pinned buffers and copied on a separate copy stream (x first, then g,
- * so the encoder GEMM starts while g is still in flight); the host reads back one small block of
- * results per step. The clip decision and the batchtopk threshold stay on the device. */
+/* The CUDA backend: one SAE's parameters, optimizer state and statistics in device memory, its
+ * buffers, parameter/state copies, inference (eval, encode) and creation; the training step is
+ * in backend_cuda_step.cu. Inputs are staged through pinned buffers and copied on a separate copy
+ * stream (x first, then g, so the encoder GEMM starts while g is still in flight). */
 #include <math.h>
 #include <string.h>
 
@@ -17,47 +16,6 @@
 #include "loss.cuh"
 #include "select.cuh"
 #include "sf_check.h"
-
-/* ---- phase timing (kernels/profile.h) --------------------------------------------------- */
-
-static void prof_begin(cuda_impl *c, int on)
-{
-    c->prof_on = on;
-    c->n_marks = 0;
-    if (on && !c->ev_mark[0]) {
-        for (int i = 0; i < PROF_MARKS; i++)
-            CUDA_CHECK(cudaEventCreate(&c->ev_mark[i]));
-        CUDA_CHECK(cudaEventCreate(&c->ev_up[0]));
-        CUDA_CHECK(cudaEventCreate(&c->ev_up[1]));
-    }
-}
-
-/* Ends the current phase on cs (the first call starts the clock: phase < 0). */
-static void prof_mark(cuda_impl *c, int phase)
-{
-    if (!c->prof_on)
-        return;
-    SF_CHECK(c->n_marks < PROF_MARKS);
-    c->mark_phase[c->n_marks] = phase;
-    CUDA_CHECK(cudaEventRecord(c->ev_mark[c->n_marks++], c->cs));
-}
-
-/* After the step's final synchronisation: every event has completed. */
-static void prof_collect(cuda_impl *c, int uploaded, double *out)
-{
-    if (!c->prof_on)
-        return;
-    memset(out, 0, sizeof(double) * SAE_PH_COUNT);
-    float ms = 0.0f;
-    if (uploaded) {
-        CUDA_CHECK(cudaEventElapsedTime(&ms, c->ev_up[0], c->ev_up[1]));
-        out[SAE_PH_UPLOAD] = ms * 1e-3;
-    }
-    for (int i = 1; i < c->n_marks; i++) {
-        CUDA_CHECK(cudaEventElapsedTime(&ms, c->ev_mark[i - 1], c->ev_mark[i]));
-        out[c->mark_phase[i]] += ms * 1e-3;
-    }
-}
 
 void *cu_dalloc(size_t bytes)
 {
@@ -76,13 +34,6 @@ static __global__ void count_entries_kernel(const int *row_ptr, const int *lat, 
         c += lat[p] >= 0;
     if (c)
         atomicAdd(out, c);
-}
-
-static __global__ void theta_kernel(float *theta, const float *min_kept, float ema)
-{
-    const float mk = *min_kept;
-    const float t = *theta;
-    *theta = t < 0.0f ? mk : sf_fadd(sf_fmul(ema, t), sf_fmul(1.0f - ema, mk));
 }
 
 static __global__ void finalize_kernel(const int *count, const float *theta, const int *dead,
@@ -106,6 +57,15 @@ static __global__ void gather_gate_kernel(const int *row_ptr, const int *lat, co
     }
 }
 
+void cu_count_results(cuda_impl *c, const int *lat, int slots, int B, const int *dead)
+{
+    const int blocks = (slots + 255) / 256 < 256 ? (slots + 255) / 256 : 256;
+    SF_LAUNCH(count_entries_kernel, blocks > 0 ? blocks : 1, 256, 0, c->cs,
+              (const int *)c->row_ptr, lat, B, c->d_count);
+    SF_LAUNCH(finalize_kernel, 1, 1, 0, c->cs, (const int *)c->d_count, (const float *)c->d_theta,
+              dead, c->res);
+}
+
 /* ---- buffers ----------------------------------------------------------------------------- */
 void cu_alloc_codes(cuda_impl *c, int kcap)
 {
@@ -124,15 +84,6 @@ void cu_alloc_codes(cuda_impl *c, int kcap)
     grads_cuda_alloc(&c->gr, c->n, c->d, c->ws.cap_rows);
 }
 
-/* Grows the main code when a step asks for more than the current k (k annealing from above). */
-static void ensure_k(cuda_impl *c, int k)
-{
-    if (k <= c->kcap)
-        return;
-    CUDA_CHECK(cudaStreamSynchronize(c->cs));
-    cu_alloc_codes(c, k);
-}
-
 void cu_ensure_ecap(cuda_impl *c, long long need)
 {
     if (need <= c->ecap)
@@ -148,23 +99,34 @@ void cu_ensure_ecap(cuda_impl *c, long long need)
     c->e_gate = (float *)cu_dalloc((size_t)need * sizeof(float));
 }
 
-/* Stages x (and g) through the pinned buffers on the copy stream; the compute stream waits for
- * x at once and for g only where g is used (wait_g). */
+void cu_use_slot(cuda_impl *c, int s)
+{
+    c->x = c->xb[s];
+    c->g = c->gb[s];
+    c->h_x = c->h_xb[s];
+    c->h_g = c->h_gb[s];
+    c->h_res = c->h_resb[s];
+}
+
+/* Stages x (and g) through the current slot's pinned buffers on the copy stream; the compute
+ * stream waits for x at once and for g only where g is used (wait_g). The slot is free: its last
+ * step was absorbed before this one was submitted (at most two steps are in flight). */
 void cu_upload(cuda_impl *c, const float *x, const float *g, int B)
 {
     const size_t bytes = (size_t)B * c->d * sizeof(float);
-    /* the previous step's copies have finished: every step ends with a sync of cs after its
-     * kernels consumed x and g, so the staging buffers and device inputs are free */
-    if (x != c->h_x) /* the driver filled our pinned buffer itself: nothing to stage */
+    /* the driver filled one of our pinned buffers itself: the copy reads it there */
+    const float *hx = x == c->h_xb[0] || x == c->h_xb[1] ? x : c->h_x;
+    if (hx != x)
         memcpy(c->h_x, x, bytes);
     if (c->prof_on)
         CUDA_CHECK(cudaEventRecord(c->ev_up[0], c->xs));
-    CUDA_CHECK(cudaMemcpyAsync(c->x, c->h_x, bytes, cudaMemcpyHostToDevice, c->xs));
+    CUDA_CHECK(cudaMemcpyAsync(c->x, hx, bytes, cudaMemcpyHostToDevice, c->xs));
     CUDA_CHECK(cudaEventRecord(c->ev_x, c->xs));
     if (g) {
-        if (g != c->h_g)
+        const float *hg = g == c->h_gb[0] || g == c->h_gb[1] ? g : c->h_g;
+        if (hg != g)
             memcpy(c->h_g, g, bytes);
-        CUDA_CHECK(cudaMemcpyAsync(c->g, c->h_g, bytes, cudaMemcpyHostToDevice, c->xs));
+        CUDA_CHECK(cudaMemcpyAsync(c->g, hg, bytes, cudaMemcpyHostToDevice, c->xs));
         CUDA_CHECK(cudaEventRecord(c->ev_g, c->xs));
     }
     if (c->prof_on)
@@ -172,10 +134,11 @@ void cu_upload(cuda_impl *c, const float *x, const float *g, int B)
     CUDA_CHECK(cudaStreamWaitEvent(c->cs, c->ev_x, 0));
 }
 
+/* The slot the next submitted step uses: its last step has been collected, so it is free. */
 static float *cu_input_buffer(sae_backend *be, int which)
 {
     cuda_impl *c = impl_of(be);
-    return which ? c->h_g : c->h_x;
+    return which ? c->h_gb[c->slot] : c->h_xb[c->slot];
 }
 
 void cu_wait_g(cuda_impl *c) { CUDA_CHECK(cudaStreamWaitEvent(c->cs, c->ev_g, 0)); }
@@ -190,17 +153,6 @@ static void refresh_shadow(cuda_impl *c)
 {
     if (c->W_enc_bf16)
         enc_shadow_bf16_cuda(c->P.W_enc, (long long)c->n * c->d, c->W_enc_bf16, c->cs);
-}
-
-/* Dead mask and count for the current since_fired (synchronous: after set_state). */
-static void refresh_dead(cuda_impl *c)
-{
-    featstats_dead_mask_cuda(c->S.since_fired, c->n, c->hp.dead_tokens, c->dead_mask, c->d_dead,
-                             c->cs);
-    int dead = 0;
-    CUDA_CHECK(cudaMemcpyAsync(&dead, c->d_dead, sizeof(int), cudaMemcpyDeviceToHost, c->cs));
-    CUDA_CHECK(cudaStreamSynchronize(c->cs));
-    c->dead_count = dead;
 }
 
 /* The inference code of backend.h into (row_ptr, lat, val) of capacity cap slots; returns the
@@ -233,6 +185,8 @@ long long cu_infer_select(cuda_impl *c, int B, int k, int gated, int *lat, float
 /* Forward with the inference rule into c->e_lat/e_val (grown as needed); returns slots used. */
 static long long infer_code(cuda_impl *c, const float *x, const float *g, int B, int k)
 {
+    cu_drain(c);
+    cu_use_slot(c, c->slot);
     cu_upload(c, x, g, B);
     cu_encoder(c, B);
     int gated = 0;
@@ -264,8 +218,8 @@ static void cu_free(sae_backend *be)
     void *dev[] = {c->P.W_enc, c->P.b_enc, c->P.W_dec, c->P.b_dec, c->S.m_W_enc, c->S.v_W_enc,
                    c->S.m_b_enc, c->S.v_b_enc, c->S.m_W_dec, c->S.v_W_dec, c->S.m_b_dec,
                    c->S.v_b_dec, c->S.since_fired, c->S.fire_count, c->S.act_sum, c->S.act_max,
-                   c->S.last_fired_step, c->S.gate_sum, c->d_theta, c->W_enc_bf16, c->x, c->g,
-                   c->u, c->pre, c->gate, c->mean, c->xhat, c->xtmp, c->dY, c->e, c->ehat,
+                   c->S.last_fired_step, c->S.gate_sum, c->d_theta, c->W_enc_bf16, c->xb[0],
+                   c->xb[1], c->gb[0], c->gb[1], c->u, c->pre, c->gate, c->mean, c->xhat, c->xtmp, c->dY, c->e, c->ehat,
                    c->dY_aux, c->row_ptr, c->lat, c->val, c->aux_row_ptr, c->aux_lat,
                    c->aux_val, c->e_lat, c->e_val, c->e_gate, c->dead_mask, c->d_dead,
                    c->d_count, c->d_min_kept, c->d_gscale, c->bsel_ws, c->enc_ws, c->loss_ws,
@@ -274,9 +228,12 @@ static void cu_free(sae_backend *be)
         cudaFree(dev[i]);
     bwd_ws_free(&c->ws);
     grads_cuda_free(&c->gr);
-    cudaFreeHost(c->h_res);
-    cudaFreeHost(c->h_x);
-    cudaFreeHost(c->h_g);
+    for (int s = 0; s < 2; s++) {
+        cudaFreeHost(c->h_resb[s]);
+        cudaFreeHost(c->h_xb[s]);
+        cudaFreeHost(c->h_gb[s]);
+        cudaEventDestroy(c->ev_step[s]);
+    }
     cublasDestroy(c->blas);
     cudaEventDestroy(c->ev_x);
     cudaEventDestroy(c->ev_g);
@@ -296,6 +253,7 @@ static void cu_set_params(sae_backend *be, const sae_params *h)
 {
     cuda_impl *c = impl_of(be);
     const size_t nd = (size_t)c->n * c->d * sizeof(float);
+    cu_drain(c);
     CUDA_CHECK(cudaStreamSynchronize(c->cs));
     CUDA_CHECK(cudaMemcpy(c->P.W_enc, h->W_enc, nd, cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMemcpy(c->P.W_dec, h->W_dec, nd, cudaMemcpyHostToDevice));
@@ -309,6 +267,7 @@ static void cu_get_params(sae_backend *be, sae_params *h)
 {
     cuda_impl *c = impl_of(be);
     const size_t nd = (size_t)c->n * c->d * sizeof(float);
+    cu_drain(c);
     CUDA_CHECK(cudaStreamSynchronize(c->cs));
     CUDA_CHECK(cudaMemcpy(h->W_enc, c->P.W_enc, nd, cudaMemcpyDeviceToHost));
     CUDA_CHECK(cudaMemcpy(h->W_dec, c->P.W_dec, nd, cudaMemcpyDeviceToHost));
@@ -332,6 +291,7 @@ static void copy_state(cuda_impl *c, sae_state *h, int to_dev)
         {c->S.act_sum, h->act_sum, n * 8},  {c->S.act_max, h->act_max, n * 4},
         {c->S.last_fired_step, h->last_fired_step, n * 8}, {c->S.gate_sum, h->gate_sum, n * 8},
     };
+    cu_drain(c);
     CUDA_CHECK(cudaStreamSynchronize(c->cs));
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         if (to_dev)
@@ -348,7 +308,7 @@ static void cu_set_state(sae_backend *be, const sae_state *h)
     c->adam_t = h->adam_t;
     c->theta = h->theta;
     CUDA_CHECK(cudaMemcpy(c->d_theta, &c->theta, sizeof(float), cudaMemcpyHostToDevice));
-    refresh_dead(c);
+    cu_refresh_dead(c);
 }
 
 static void cu_get_state(sae_backend *be, sae_state *h)
@@ -359,193 +319,12 @@ static void cu_get_state(sae_backend *be, sae_state *h)
     h->theta = c->theta;
 }
 
-static void cu_train_step(sae_backend *be, const float *x, const float *g, int B, int k, float lr,
-                          int64_t step, sae_metrics *out)
-{
-    cuda_impl *c = impl_of(be);
-    const sae_hparams *hp = &c->hp;
-    const int d = c->d, n = c->n;
-    SF_CHECK(B > 0 && B <= c->max_B && k > 0);
-    SF_CHECK(hp->arch != SAE_ARCH_GSAE || g != NULL);
-    ensure_k(c, k);
-    cudaStream_t cs = c->cs;
-    /* data parallel (dist.h): the hooks below are its collectives; dp is NULL for one rank */
-    const int dist = c->dp != NULL;
-    const int64_t Bg = dist ? cu_dist_rows(c, B) : B;
-
-    /* 1. dead mask: computed at the end of the previous step (or by set_state) */
-    const int dead = c->dead_count;
-    prof_begin(c, be->profile);
-    cu_upload(c, x, g, B);
-    prof_mark(c, -1);
-    CUDA_CHECK(cudaMemsetAsync(c->res, 0, R_COUNT * sizeof(double), cs));
-    CUDA_CHECK(cudaMemsetAsync(c->d_count, 0, sizeof(int), cs));
-    if (dist)
-        cu_dist_center_begin(c, B);
-
-    /* 2. encoder */
-    cu_encoder(c, B);
-    prof_mark(c, SAE_PH_ENCODE);
-    /* 3. gate */
-    const int gsae = hp->arch == SAE_ARCH_GSAE;
-    if (g)
-        cu_wait_g(c);
-    if (gsae)
-        gate_forward_cuda(c->g, c->P.W_dec, B, d, n, c->gate, hp->precision, c->blas, cs);
-    prof_mark(c, SAE_PH_GATE);
-    /* 4. selection */
-    const int batch = hp->arch == SAE_ARCH_BATCHTOPK || hp->arch == SAE_ARCH_MATRYOSHKA;
-    const int main_cap = B * (batch ? cu_code_per_token(c, k) : k);
-    if (batch) {
-        if (dist)
-            cu_dist_select_batch(c, c->pre, B, Bg * k, main_cap, c->row_ptr, c->lat, c->val,
-                                 c->d_min_kept);
-        else
-            bselect_cuda(c->pre, B, n, (int64_t)B * k, c->row_ptr, c->lat, c->val, c->d_min_kept,
-                         c->bsel_ws, cs);
-        SF_LAUNCH(theta_kernel, 1, 1, 0, cs, c->d_theta, (const float *)c->d_min_kept,
-                  hp->theta_ema);
-    } else {
-        select_topk_cuda(c->pre, gsae ? c->gate : NULL, hp->gsae_beta, NULL, B, n, k, c->lat,
-                         c->val, cs);
-        fill_row_ptr_cuda(c->row_ptr, B, k, cs);
-    }
-    prof_mark(c, SAE_PH_SELECT);
-    /* 5. centre; sums: the step's sums, summed over the ranks under data parallelism */
-    if (dist)
-        cu_dist_center_end(c, B);
-    else
-        loss_center_cuda(c->x, B, d, c->mean, c->res + R_DEN, c->loss_ws, cs);
-    double *sums = dist ? cu_dist_sums(c) : c->res;
-    /* 6. reconstructions, largest prefix first: dY[j] = sum_{g >= j} 2/(G den) (xhat_g - x) */
-    const int G = hp->arch == SAE_ARCH_MATRYOSHKA ? hp->n_prefixes : 1;
-    int bounds[SAE_MAX_PREFIXES];
-    for (int j = 0; j < G; j++)
-        bounds[j] = G == 1 ? n : hp->prefixes[j];
-    bounds[G - 1] = n;
-    const size_t Bd = (size_t)B * d;
-    for (int j = G - 1; j >= 0; j--) {
-        float *xh = j == G - 1 ? c->xhat : c->xtmp;
-        decode_cuda(c->row_ptr, c->lat, c->val, c->P.W_dec, c->P.b_dec, B, d, bounds[j], xh, cs);
-        if (j < G - 1)
-            CUDA_CHECK(cudaMemcpyAsync(c->dY + j * Bd, c->dY + (j + 1) * Bd, Bd * sizeof(float),
-                                       cudaMemcpyDeviceToDevice, cs));
-        loss_residual_cuda(c->x, xh, B, d, 2.0, (double)G, c->res + R_DEN, j < G - 1, c->dY + j * Bd,
-                           sums + R_RES + j, c->loss_ws, cs);
-    }
-    prof_mark(c, SAE_PH_DECODE);
-    /* 7. AuxK */
-    int n_groups = 1;
-    sae_bwd_group_cuda grp[2];
-    memset(grp, 0, sizeof grp);
-    grp[0].row_ptr = c->row_ptr;
-    grp[0].lat = c->lat;
-    grp[0].val = c->val;
-    grp[0].cap = main_cap;
-    grp[0].n_bands = G;
-    memcpy(grp[0].bounds, bounds, sizeof bounds);
-    grp[0].dY = c->dY;
-    grp[0].has_bias = 1;
-    if (hp->aux_alpha > 0.0f && dead > 0) {
-        int k_aux = hp->aux_k < dead ? hp->aux_k : dead;
-        if (k_aux > c->auxcap)
-            k_aux = c->auxcap;
-        if (k_aux > 0) {
-            select_topk_cuda(c->pre, NULL, 0.0f, c->dead_mask, B, n, k_aux, c->aux_lat,
-                             c->aux_val, cs);
-            fill_row_ptr_cuda(c->aux_row_ptr, B, k_aux, cs);
-            sub_cuda(c->x, c->xhat, (long long)Bd, c->e, cs);
-            decode_cuda(c->aux_row_ptr, c->aux_lat, c->aux_val, c->P.W_dec, NULL, B, d, n,
-                        c->ehat, cs);
-            loss_residual_cuda(c->e, c->ehat, B, d, 2.0 * (double)hp->aux_alpha, 1.0,
-                               c->res + R_DEN, 0, c->dY_aux, sums + R_AUX, c->loss_ws, cs);
-            grp[1].row_ptr = c->aux_row_ptr;
-            grp[1].lat = c->aux_lat;
-            grp[1].val = c->aux_val;
-            grp[1].cap = B * k_aux;
-            grp[1].n_bands = 1;
-            grp[1].bounds[0] = n;
-            grp[1].dY = c->dY_aux;
-            grp[1].has_bias = 0;
-            n_groups = 2;
-        }
-    }
-    prof_mark(c, SAE_PH_AUXK);
-    if (g)
-        loss_gw_cuda(c->g, c->x, c->xhat, c->mean, B, d, sums + R_GWN, sums + R_GWD,
-                     c->loss_ws, cs);
-    if (dist)
-        cu_dist_metrics(c, main_cap);
-    prof_mark(c, SAE_PH_STATS);
-    /* 8. backward (summed over the ranks: the dense view, statistics meanwhile), projection,
-     * norm, clip scale */
-    backward_cuda(&c->ws, c->u, &c->P, B, d, n, grp, n_groups, &c->gr, cs);
-    sae_grads_cuda *gr = dist ? cu_dist_grads(c, B, Bg, main_cap, gsae ? c->gate : NULL, step)
-                              : &c->gr;
-    dec_grad_project_cuda(c->P.W_dec, d, gr, cs);
-    grad_sqnorm_cuda(gr, d, n, c->res + R_SQN, c->adam_ws, cs);
-    grad_clip_scale_cuda(c->res + R_SQN, hp->grad_clip, c->res + R_NORM, c->d_gscale, cs);
-    prof_mark(c, SAE_PH_BACKWARD);
-    /* 9. Adam */
-    c->adam_t += 1;
-    const double t = (double)c->adam_t;
-    const float step_size = (float)((double)lr / (1.0 - pow((double)hp->adam_b1, t)));
-    const float bc2_sqrt = (float)sqrt(1.0 - pow((double)hp->adam_b2, t));
-    adam_step_cuda(&c->P, &c->S, gr, d, n, step_size, bc2_sqrt, hp->adam_b1, hp->adam_b2,
-                   hp->adam_eps, c->d_gscale, c->W_enc_bf16, cs);
-    prof_mark(c, SAE_PH_OPTIM);
-    /* 10. statistics of the main code (sorted view of the backward: group 0; cu_dist_grads ran
-     * them under data parallelism), next dead mask */
-    if (!dist)
-        featstats_update_cuda(&c->ws, &c->gr, c->val, main_cap, gsae ? c->gate : NULL, B, n, step,
-                              &c->S, cs);
-    featstats_dead_mask_cuda(c->S.since_fired, n, hp->dead_tokens, c->dead_mask, c->d_dead, cs);
-    /* results */
-    SF_LAUNCH(count_entries_kernel, (main_cap + 255) / 256 < 256 ? (main_cap + 255) / 256 : 256,
-              256, 0, cs, (const int *)c->row_ptr, (const int *)c->lat, B, c->d_count);
-    SF_LAUNCH(finalize_kernel, 1, 1, 0, cs, (const int *)c->d_count, (const float *)c->d_theta,
-              (const int *)c->d_dead, c->res);
-    CUDA_CHECK(cudaMemcpyAsync(c->h_res, c->res, R_COUNT * sizeof(double), cudaMemcpyDeviceToHost,
-                               cs));
-    prof_mark(c, SAE_PH_STATS);
-    CUDA_CHECK(cudaStreamSynchronize(cs));
-    const double *r = dist ? cu_dist_finish(c) : c->h_res; /* the sums */
-    if (c->prof_on)
-        CUDA_CHECK(cudaStreamSynchronize(c->xs));
-    prof_collect(c, 1, be->phase_s);
-    const double *h = c->h_res; /* den, norm, theta, dead: the same on every rank */
-    const double den = h[R_DEN];
-    const double den_eff = den > 0.0 ? den : 1.0; /* zero spread (B = 1): plain squared error */
-    double recon = 0.0;
-    for (int j = G - 1; j >= 0; j--)
-        recon += r[R_RES + j] / den_eff;
-    recon /= G;
-    memset(out, 0, sizeof *out);
-    out->fvu_num = r[R_RES + G - 1];
-    out->fvu_den = den;
-    out->fvu = out->fvu_num / den_eff;
-    out->auxk = n_groups > 1 ? r[R_AUX] / den_eff : 0.0;
-    out->loss = recon + (double)hp->aux_alpha * out->auxk;
-    out->l0 = r[R_L0] / (double)Bg;
-    out->dead_frac = (double)dead / n;
-    out->grad_norm = h[R_NORM];
-    if (g) {
-        out->gw_num = r[R_GWN];
-        out->gw_den = r[R_GWD];
-        out->gw_err = r[R_GWD] > 0.0 ? r[R_GWN] / r[R_GWD] : 0.0;
-    } else {
-        out->gw_err = -1.0;
-    }
-    out->tokens = Bg;
-    c->theta = (float)h[R_THETA];
-    c->dead_count = (int)h[R_DEAD];
-}
-
 static void cu_eval_batch(sae_backend *be, const float *x, const float *g, int B, int k,
                           sae_metrics *acc)
 {
     cuda_impl *c = impl_of(be);
     if (c->dp) {
+        cu_drain(c);
         cu_eval_batch_dist(be, x, g, B, k, acc);
         return;
     }
@@ -705,8 +484,15 @@ extern "C" sae_backend *backend_cuda_new(const sae_hparams *hp, int max_B, int d
         c->W_enc_bf16 = (uint16_t *)cu_dalloc(n * d * 2);
 
     const int G = hp->arch == SAE_ARCH_MATRYOSHKA ? hp->n_prefixes : 1;
-    c->x = (float *)cu_dalloc(B * d * 4);
-    c->g = (float *)cu_dalloc(B * d * 4);
+    for (int s = 0; s < 2; s++) {
+        c->xb[s] = (float *)cu_dalloc(B * d * 4);
+        c->gb[s] = (float *)cu_dalloc(B * d * 4);
+        CUDA_CHECK(cudaMallocHost((void **)&c->h_resb[s], R_COUNT * sizeof(double)));
+        CUDA_CHECK(cudaMallocHost((void **)&c->h_xb[s], B * d * 4));
+        CUDA_CHECK(cudaMallocHost((void **)&c->h_gb[s], B * d * 4));
+        CUDA_CHECK(cudaEventCreateWithFlags(&c->ev_step[s], cudaEventDisableTiming));
+    }
+    cu_use_slot(c, 0);
     c->u = (float *)cu_dalloc(B * d * 4);
     c->pre = (float *)cu_dalloc(B * n * 4);
     c->gate = (float *)cu_dalloc(B * n * 4);
@@ -731,9 +517,6 @@ extern "C" sae_backend *backend_cuda_new(const sae_hparams *hp, int max_B, int d
     c->loss_ws = cu_dalloc(loss_cuda_work_bytes(max_B));
     c->adam_ws = cu_dalloc(adam_cuda_work_bytes());
     c->res = (double *)cu_dalloc(R_COUNT * sizeof(double));
-    CUDA_CHECK(cudaMallocHost((void **)&c->h_res, R_COUNT * sizeof(double)));
-    CUDA_CHECK(cudaMallocHost((void **)&c->h_x, B * d * 4));
-    CUDA_CHECK(cudaMallocHost((void **)&c->h_g, B * d * 4));
     cu_alloc_codes(c, hp->k);
     cu_ensure_ecap(c, (long long)max_B * hp->k);
 
@@ -749,7 +532,7 @@ extern "C" sae_backend *backend_cuda_new(const sae_hparams *hp, int max_B, int d
     CUDA_CHECK(cudaMemset(c->S.last_fired_step, 0xff, n * 8));
     CUDA_CHECK(cudaMemcpy(c->d_theta, &c->theta, sizeof(float), cudaMemcpyHostToDevice));
     refresh_shadow(c);
-    refresh_dead(c);
+    cu_refresh_dead(c);
 
     be->name = "cuda";
     be->profile = sae_profile_env();
@@ -760,7 +543,7 @@ extern "C" sae_backend *backend_cuda_new(const sae_hparams *hp, int max_B, int d
     be->get_params = cu_get_params;
     be->set_state = cu_set_state;
     be->get_state = cu_get_state;
-    be->train_step = cu_train_step;
+    cu_step_bind(be);
     be->input_buffer = cu_input_buffer;
     be->eval_batch = cu_eval_batch;
     be->encode = cu_encode;
@@ -776,7 +559,7 @@ extern "C" int64_t backend_cuda_bytes(const sae_hparams *hp, int B)
     int64_t ents = (int64_t)B * (hp->k + aux);
     int64_t rows = ents < n ? ents : n;
     int64_t bytes = 6 * n * d * 4 + (hp->precision == SAE_PREC_BF16 ? n * d * 2 : 0) + n * 64 +
-                    (int64_t)B * d * 4 * (9 + G) + 2 * (int64_t)B * n * 4 + ents * 64 +
+                    (int64_t)B * d * 4 * (11 + G) + 2 * (int64_t)B * n * 4 + ents * 64 +
                     2 * rows * d * 4 + (int64_t)bselect_workspace_bytes(B, hp->n) +
                     (int64_t)enc_workspace_bytes(B, hp->d, hp->precision) + (64 << 20);
     return bytes;

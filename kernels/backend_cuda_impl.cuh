@@ -20,12 +20,25 @@ enum {
     R_GWD = 5,
     R_L0 = 6,
     R_THETA = 7,
-    R_DEAD = 8,
-    R_RES = 9, /* R_RES + g: |x - xhat_g|^2 for each prefix g */
+    R_DEAD = 8,   /* dead latents after the step (the next step's mask) */
+    R_DEAD0 = 9,  /* dead latents in this step's mask */
+    R_MARGIN = 10, /* tokens until the next live latent can die (after the step) */
+    R_RES = 11, /* R_RES + g: |x - xhat_g|^2 for each prefix g */
     R_COUNT = R_RES + SAE_MAX_PREFIXES
 };
 
 #define PROF_MARKS 16
+
+/* A submitted step whose metrics the host has not handed out yet (backend_cuda_step.cu). */
+typedef struct cu_pending {
+    int slot;    /* input/result slot it used */
+    int B, G;    /* local rows, prefixes */
+    int aux;     /* AuxK was enqueued (the device zeroes it when the mask was empty) */
+    int has_g;   /* the step had gradients (gw metrics) */
+    int64_t Bg;  /* global rows */
+    int done;    /* absorbed: m holds the metrics */
+    sae_metrics m;
+} cu_pending;
 
 typedef struct cuda_impl {
     sae_hparams hp;
@@ -73,8 +86,23 @@ typedef struct cuda_impl {
     int code_mul; /* main code slots per token: up to world * k for the batch rules */
 
     double *res;     /* (R_COUNT) device */
-    double *h_res;   /* pinned */
-    float *h_x, *h_g; /* pinned staging (max_B, d) */
+    double *h_res;   /* pinned: the current slot's h_resb */
+    float *h_x, *h_g; /* pinned staging (max_B, d): the current slot's */
+
+    /* Pipelining (backend_cuda_step.cu): two slots of inputs and results, so that batch t+1 is
+     * copied while step t computes and the host reads step t-1's results meanwhile. x, g, h_x,
+     * h_g, h_res above point into the slot in use. */
+    float *xb[2], *gb[2];     /* device inputs (max_B, d) */
+    float *h_xb[2], *h_gb[2]; /* pinned staging (max_B, d) */
+    double *h_resb[2];        /* pinned results (R_COUNT) */
+    cudaEvent_t ev_step[2];   /* recorded on cs when the slot's step has finished */
+    int slot;                 /* the slot the next submitted step uses */
+    cu_pending pend[2];       /* FIFO of uncollected steps, oldest at pend_head */
+    int pend_head, n_pend;
+    /* What the host knows of the dead mask without waiting: from the last absorbed step, plus
+     * the tokens of the steps submitted since (AuxK is skipped only when no latent can be dead) */
+    int known_dead;
+    long long known_margin, tokens_since;
 } cuda_impl;
 
 static inline cuda_impl *impl_of(sae_backend *be) { return (cuda_impl *)be->impl; }
@@ -96,6 +124,17 @@ void *cu_dalloc(size_t bytes);
 void cu_alloc_codes(cuda_impl *c, int kcap);
 void cu_ensure_ecap(cuda_impl *c, long long need);
 void cu_upload(cuda_impl *c, const float *x, const float *g, int B);
+/* Points x, g, h_x, h_g, h_res at slot s. */
+void cu_use_slot(cuda_impl *c, int s);
+/* count of the code's real entries into res[R_L0], theta into R_THETA, dead (device int or
+ * NULL: -1) into R_DEAD. */
+void cu_count_results(cuda_impl *c, const int *lat, int slots, int B, const int *dead);
+/* backend_cuda_step.cu: the training step. cu_drain absorbs every submitted step (their
+ * metrics stay collectable); everything that reads or replaces device state calls it first. */
+void cu_drain(cuda_impl *c);
+void cu_step_bind(sae_backend *be);
+/* Dead mask, dead count and margin for the current since_fired (synchronous: set_state, new). */
+void cu_refresh_dead(cuda_impl *c);
 void cu_wait_g(cuda_impl *c);
 void cu_encoder(cuda_impl *c, int B);
 long long cu_infer_select(cuda_impl *c, int B, int k, int gated, int *lat, float *val, long long cap);

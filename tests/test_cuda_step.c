@@ -449,3 +449,89 @@ Test(cuda_step, profile_times_phases_and_changes_nothing)
     sae_params_free(&q1);
     sae_params_free(&q2);
 }
+
+/* The pipelined loop (submit step t into the next input buffer, collect step t-1 while t runs)
+ * gives bit for bit the synchronous backend's metrics, parameters and state, with latents dying
+ * mid-run (AuxK starts on the host's guess from a lagged margin) and an eval and a state read
+ * landing between submits. */
+static void pipeline_run(sae_arch arch, int64_t dead_tokens)
+{
+    make_data(STEPS);
+    sae_hparams hp = make_hp(arch);
+    hp.dead_tokens = dead_tokens;
+    const int gs = arch == SAE_ARCH_GSAE;
+    sae_params p0;
+    sae_params_alloc(&p0, D, N);
+    init_params(&p0, 11);
+    sae_backend *sync = open_cuda(&hp), *pipe = open_cuda(&hp);
+    cr_assert(pipe->submit_step && pipe->collect_step && pipe->input_buffer);
+    sync->set_params(sync, &p0);
+    pipe->set_params(pipe, &p0);
+    sae_metrics ms[STEPS], mp[STEPS], acc;
+    int got = 0, aux_steps = 0;
+    sae_state st;
+    sae_state_alloc(&st, D, N);
+    for (int s = 0; s < STEPS; s++) {
+        const float *x = data_x + (size_t)s * B * D, *g = data_g + (size_t)s * B * D;
+        sync->train_step(sync, x, gs ? g : NULL, B, K, 3e-3f, s, &ms[s]);
+        float *bx = pipe->input_buffer(pipe, 0), *bg = pipe->input_buffer(pipe, 1);
+        memcpy(bx, x, (size_t)B * D * sizeof(float));
+        memcpy(bg, g, (size_t)B * D * sizeof(float));
+        pipe->submit_step(pipe, bx, gs ? bg : NULL, B, K, 3e-3f, s);
+        if (s == 7) { /* waits for the queued steps; their metrics stay collectable */
+            memset(&acc, 0, sizeof acc);
+            pipe->eval_batch(pipe, data_x, NULL, B, K, &acc);
+        }
+        if (s == 12)
+            pipe->get_state(pipe, &st);
+        if (s > 0)
+            cr_assert(pipe->collect_step(pipe, &mp[got++]));
+    }
+    cr_assert(pipe->collect_step(pipe, &mp[got++]));
+    cr_assert(!pipe->collect_step(pipe, &acc), "nothing left to collect");
+    cr_assert_eq(got, STEPS);
+    for (int s = 0; s < STEPS; s++) {
+        cr_assert_eq(mp[s].loss, ms[s].loss, "step %d loss %.17g vs %.17g", s, mp[s].loss, ms[s].loss);
+        cr_assert_eq(mp[s].auxk, ms[s].auxk, "step %d auxk %.17g vs %.17g", s, mp[s].auxk, ms[s].auxk);
+        cr_assert_eq(mp[s].dead_frac, ms[s].dead_frac, "step %d", s);
+        cr_assert_eq(mp[s].grad_norm, ms[s].grad_norm, "step %d", s);
+        cr_assert_eq(mp[s].l0, ms[s].l0, "step %d", s);
+        cr_assert_eq(mp[s].gw_err, ms[s].gw_err, "step %d", s);
+        cr_assert_eq(mp[s].tokens, ms[s].tokens, "step %d", s);
+        aux_steps += ms[s].auxk > 0;
+    }
+    cr_assert_eq(ms[0].dead_frac, 0.0, "the run starts with no dead latent");
+    cr_assert(aux_steps > 0, "latents died during the run: AuxK ran");
+    sae_params a, b;
+    sae_params_alloc(&a, D, N);
+    sae_params_alloc(&b, D, N);
+    sync->get_params(sync, &a);
+    pipe->get_params(pipe, &b);
+    cr_assert(!memcmp(a.W_enc, b.W_enc, (size_t)N * D * 4), "W_enc differs");
+    cr_assert(!memcmp(a.W_dec, b.W_dec, (size_t)N * D * 4), "W_dec differs");
+    cr_assert(!memcmp(a.b_dec, b.b_dec, D * 4), "b_dec differs");
+    sae_state s1, s2;
+    sae_state_alloc(&s1, D, N);
+    sae_state_alloc(&s2, D, N);
+    sync->get_state(sync, &s1);
+    pipe->get_state(pipe, &s2);
+    cr_assert(!memcmp(s1.since_fired, s2.since_fired, N * 8));
+    cr_assert(!memcmp(s1.v_W_enc, s2.v_W_enc, (size_t)N * D * 4));
+    cr_assert_eq(s1.theta, s2.theta);
+    cr_assert_eq(st.adam_t, 13, "state read after submit 12 holds 13 steps");
+    sae_state_free(&st);
+    sae_state_free(&s1);
+    sae_state_free(&s2);
+    sae_params_free(&a);
+    sae_params_free(&b);
+    sae_params_free(&p0);
+    sync->free(sync);
+    pipe->free(pipe);
+}
+
+/* dead_tokens 5B: nothing can die before step 4, and the host learns of the first deaths a step
+ * late (its margin, not the count, makes step 5 run AuxK). */
+Test(cuda_step, pipelined_topk) { pipeline_run(SAE_ARCH_TOPK, 5 * B); }
+Test(cuda_step, pipelined_batchtopk) { pipeline_run(SAE_ARCH_BATCHTOPK, 5 * B + B / 2); }
+Test(cuda_step, pipelined_matryoshka) { pipeline_run(SAE_ARCH_MATRYOSHKA, 3 * B); }
+Test(cuda_step, pipelined_gsae) { pipeline_run(SAE_ARCH_GSAE, 4 * B); }

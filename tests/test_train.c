@@ -34,19 +34,32 @@ static char *metrics_sans_timing(const char *run)
     return data;
 }
 
+/* backend cuda: with an eval set evaluated every 7 steps (the pipelined loop collects before
+ * each eval and each save). */
 static void write_cfg(const char *path, const char *run, const char *data, const char *arch,
-                      int steps)
+                      int steps, const char *backend)
 {
     char text[2048];
+    int cuda = !strcmp(backend, "cuda");
     snprintf(text, sizeof text,
-             "seed: 7\nout_dir: %s\nbackend: cpu\n"
-             "data:\n  path: %s\n  shuffle_buffer: 1000\n"
+             "seed: 7\nout_dir: %s\nbackend: %s\n"
+             "data:\n  path: %s\n  shuffle_buffer: 1000\n%s"
              "sae:\n  arch: %s\n  n_latents: 96\n  k: 4\n  dead_tokens: 1024\n  aux_k: 8\n"
-             "train:\n  batch_tokens: 256\n  total_tokens: %d\n  lr: 0.002\n  threads: 2\n"
+             "train:\n  batch_tokens: 256\n  total_tokens: %d\n  lr: 0.002\n  threads: 2\n%s"
              "checkpoint:\n  every_steps: 10\n  keep: 2\n"
              "log:\n  every_steps: 1\n  progress: off\n",
-             run, data, arch, 256 * steps);
+             run, backend, data, cuda ? "  eval_tokens: 512\n" : "", arch, 256 * steps,
+             cuda ? "  eval_every_steps: 7\n" : "");
     tcli_write(path, text);
+}
+
+/* The emulated CUDA build's binary beside the CPU one. */
+static const char *emu_bin(void)
+{
+    static char path[1024];
+    const char *b = getenv("SF_BUILD");
+    snprintf(path, sizeof path, "%s/emu/saeforge", b && *b ? b : "build");
+    return path;
 }
 
 static void same_tensors(const char *a, const char *b)
@@ -66,7 +79,7 @@ static void same_tensors(const char *a, const char *b)
     st_file_free(&fb);
 }
 
-static void check_resume(const char *arch)
+static void check_resume_on(const char *arch, const char *bin, const char *backend)
 {
     const char *dir = tcli_tmpdir(0);
     char data[600], runA[600], runB[600], cfgA[600], cfgB[600];
@@ -78,18 +91,18 @@ static void check_resume(const char *arch)
     int rc = tcli_run(out, sizeof out, "%s synth --out %s --d 16 --features 64 --tokens 8192 --k 3 --seed 5",
                       tcli_bin(), data);
     cr_assert_eq(rc, 0, "%s", out);
-    write_cfg(cfgA, runA, data, arch, 20);
-    write_cfg(cfgB, runB, data, arch, 20);
-    rc = tcli_run(out, sizeof out, "%s train %s", tcli_bin(), cfgA);
+    write_cfg(cfgA, runA, data, arch, 20, backend);
+    write_cfg(cfgB, runB, data, arch, 20, backend);
+    rc = tcli_run(out, sizeof out, "%s train %s", bin, cfgA);
     cr_assert_eq(rc, 0, "straight run: %s", out);
-    rc = tcli_run(out, sizeof out, "%s train %s --set train.total_tokens=2560", tcli_bin(), cfgB);
+    rc = tcli_run(out, sizeof out, "%s train %s --set train.total_tokens=2560", bin, cfgB);
     cr_assert_eq(rc, 0, "first half: %s", out);
-    rc = tcli_run(out, sizeof out, "%s train %s --resume", tcli_bin(), cfgB);
+    rc = tcli_run(out, sizeof out, "%s train %s --resume", bin, cfgB);
     cr_assert_eq(rc, 0, "resumed half: %s", out);
     cr_assert(strstr(out, "resuming from"), "%s", out);
 
     char *ma = metrics_sans_timing(runA), *mb = metrics_sans_timing(runB);
-    cr_assert_eq(tcli_count_lines(ma), 20);
+    cr_assert_eq(tcli_count_lines(ma), !strcmp(backend, "cuda") ? 20 + 2 + 1 : 20); /* + evals */
     cr_assert_str_eq(ma, mb);
     free(ma);
     free(mb);
@@ -103,7 +116,12 @@ static void check_resume(const char *arch)
     tcli_run(NULL, 0, "rm -rf %s", dir);
 }
 
+static void check_resume(const char *arch) { check_resume_on(arch, tcli_bin(), "cpu"); }
+
 Test(train, exact_resume_topk, .timeout = 120) { check_resume("topk"); }
+/* The pipelined CUDA loop (metrics a step late, the next batch in the other pinned buffer):
+ * the same lines in the same order, and resume as exact, under emulation. */
+Test(train, exact_resume_cuda_pipelined, .timeout = 240) { check_resume_on("batchtopk", emu_bin(), "cuda"); }
 Test(train, exact_resume_batchtopk, .timeout = 120) { check_resume("batchtopk"); }
 
 Test(train, outputs_present_and_refuses_to_overwrite, .timeout = 120)
@@ -115,7 +133,7 @@ Test(train, outputs_present_and_refuses_to_overwrite, .timeout = 120)
     snprintf(cfg, sizeof cfg, "%s/c.yaml", dir);
     cr_assert_eq(tcli_run(out, sizeof out, "%s synth --out %s --d 16 --features 64 --tokens 4096 --seed 2",
                           tcli_bin(), data), 0, "%s", out);
-    write_cfg(cfg, run, data, "topk", 12);
+    write_cfg(cfg, run, data, "topk", 12, "cpu");
     cr_assert_eq(tcli_run(out, sizeof out, "%s train %s", tcli_bin(), cfg), 0, "%s", out);
     const char *files[] = {"config.yaml", "metrics.jsonl", "final/sae.safetensors", "final/cfg.json",
                            "final/sparsity.safetensors", "stats/feature_stats.h5",
