@@ -55,8 +55,11 @@ int main(int argc, char **argv)
         float ms = 0;
         CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
         ms /= reps;
-        printf("{\"kernel\": \"%s\", \"B\": %d, \"n\": %d, \"k\": %d, \"ms\": %.4f, \"GBps_pre_once\": %.1f}\n",
-               name, B, n, k, ms, gb / (ms * 1e-3));
+        char path[32] = ""; /* which bselect path ran (BSEL_PATH_*, bselect.cuh) */
+        if (which == 3)
+            snprintf(path, sizeof path, ", \"path\": %d", bselect_path_debug(d_ws));
+        printf("{\"kernel\": \"%s\", \"B\": %d, \"n\": %d, \"k\": %d, \"ms\": %.4f, \"GBps_pre_once\": %.1f%s}\n",
+               name, B, n, k, ms, gb / (ms * 1e-3), path);
     }
     return 0;
 }

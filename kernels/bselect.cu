@@ -1,44 +1,35 @@
-/* Batch-wide selection on the device (CUDA twins of select_batch_cpu / select_threshold_cpu).
+/* Batch-wide selection on the device (CUDA twins of select_batch_cpu's two paths).
  *
- * Batch top-k is a multi-block radix select over the keys (bit patterns) of all B*n values
- * relu(pre) > 0: for each digit (11 + 10 + 10 bits) many blocks build shared-memory histograms
- * of the keys that still match the chosen prefix and merge them into one global histogram with
- * atomics; a one-block kernel scans it, picks the digit holding the K-th largest key and updates
- * the selection state in device memory (later kernels read it, so the host never syncs). Then:
- * per-row counts of keys above the threshold and equal to it, a one-block scan over the rows
- * (equal keys are kept in flat-index order: row b keeps those whose rank, counting the equal keys
- * of rows < b first, is below `need`), and a per-row compaction in ascending latent order. */
-#include "bselect.cuh"
+ * Fast path (bselect_1pass.cu): a bound sampled from every (B/256)-th row, one pass over pre that
+ * gathers the keys above it (about 2K), in flat order. Then, over the candidates when the fast
+ * path held, over all B*n keys of pre otherwise (the reference: the multi-pass radix select):
+ * a radix select over the keys (bit patterns) of the values relu(pre) > 0: for each digit
+ * (11 + 10 + 10 bits) many blocks build shared-memory histograms of the keys that still match the
+ * chosen prefix and merge them into one global histogram with atomics; a one-block kernel scans
+ * it, picks the digit holding the K-th largest key and updates the selection state in device
+ * memory (later kernels read it, so the host never syncs). Then: per-row counts of keys above
+ * the threshold and equal to it, a one-block scan over the rows (equal keys are kept in
+ * flat-index order: row b keeps those whose rank, counting the equal keys of rows < b first, is
+ * below `need`), and a per-row compaction in ascending latent order. Every kernel reads
+ * st->path and does the work of the path taken; the others return at once. */
+#include "bselect_impl.cuh"
 
-#include "select_common.cuh"
 #include "sf_check.h"
-
-#define BSEL_THREADS 256    /* histogram / count / compaction blocks */
-#define BSEL_SCAN_THREADS 1024
-
-/* Selection state, in the workspace. Keep rule: key != 0 && key >= lo, or key == teq among the
- * first `need` such keys in flat-index order. */
-typedef struct bsel_state {
-    unsigned kk;     /* keys still to take inside the current prefix */
-    unsigned prefix; /* digits chosen so far */
-    unsigned lo, teq, need;
-    unsigned done;   /* the rule is final */
-    unsigned minkey; /* smallest key >= lo (count kernel) */
-    unsigned pad;
-} bsel_state;
-
-#define BSEL_OFF_HIST 256
-#define BSEL_OFF_ROWS (BSEL_OFF_HIST + SEL_BINS * 4)
-
-static size_t bsel_round(size_t x) { return (x + 255) & ~(size_t)255; }
 
 extern "C" size_t bselect_workspace_bytes(int B, int n)
 {
-    (void)n;
-    return BSEL_OFF_ROWS + 2 * bsel_round((size_t)(B > 0 ? B : 0) * sizeof(unsigned));
+    return bsel_ws_layout(NULL, B, n).bytes;
 }
 
-static __global__ void bsel_init_kernel(bsel_state *st, unsigned *hist, unsigned K)
+extern "C" int bselect_path_debug(const void *workspace)
+{
+    bsel_state st;
+    CUDA_CHECK(cudaMemcpy(&st, workspace, sizeof st, cudaMemcpyDeviceToHost));
+    return (int)st.path;
+}
+
+/* try: the fast path is attempted (its front decides; until then path is BSEL_PATH_TRY). */
+static __global__ void bsel_init_kernel(bsel_state *st, unsigned *hist, unsigned K, int try_fast)
 {
     if (threadIdx.x == 0) {
         st->kk = K;
@@ -48,9 +39,11 @@ static __global__ void bsel_init_kernel(bsel_state *st, unsigned *hist, unsigned
         st->need = 0;
         st->done = K ? 0u : 1u;
         st->minkey = 0xffffffffu;
-        st->pad = 0;
+        st->path = try_fast ? BSEL_PATH_TRY : (unsigned)BSEL_PATH_REF;
+        st->bound = 0;
+        st->ncand = 0;
     }
-    for (int i = threadIdx.x; i < SEL_BINS; i += blockDim.x)
+    for (int i = threadIdx.x; i < BSEL_HIST_BINS; i += blockDim.x)
         hist[i] = 0;
 }
 
@@ -62,32 +55,34 @@ static __device__ inline void bsel_hist_add(unsigned *hist, float x, int p, unsi
         atomicAdd(&hist[(key >> shift) & ((1u << sel_width(p)) - 1u)], 1u);
 }
 
-/* Histogram of digit p of the keys matching the current prefix, over the flat array. */
-static __global__ void bsel_hist_kernel(const float *pre, long long N, int vec,
+/* Histogram of digit p of the keys matching the current prefix, over the flat array: pre (N
+ * values, float4 loads when vec), or the st->ncand candidate values on the fast path. */
+static __global__ void bsel_hist_kernel(const float *pre, long long N, int vec, const float *cval,
                                         const bsel_state *st, unsigned *ghist, int p)
 {
     __shared__ unsigned hist[SEL_BINS];
     if (st->done)
         return; /* the same for every thread of the grid */
+    const bool fast = st->path == BSEL_PATH_FAST;
+    const float *src = fast ? cval : pre;
+    const long long cnt = fast ? (long long)st->ncand : N;
     const unsigned prefix = st->prefix;
     for (int i = threadIdx.x; i < SEL_BINS; i += blockDim.x)
         hist[i] = 0;
     __syncthreads();
     const long long stride = (long long)gridDim.x * blockDim.x;
     const long long t0 = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (vec) {
-        const float4 *p4 = (const float4 *)pre;
-        for (long long q = t0; q < N / 4; q += stride) {
-            const float4 v = p4[q];
-            bsel_hist_add(hist, v.x, p, prefix);
-            bsel_hist_add(hist, v.y, p, prefix);
-            bsel_hist_add(hist, v.z, p, prefix);
-            bsel_hist_add(hist, v.w, p, prefix);
-        }
-    } else {
-        for (long long q = t0; q < N; q += stride)
-            bsel_hist_add(hist, pre[q], p, prefix);
+    const long long n4 = fast || vec ? cnt / 4 : 0; /* the candidates are 16-byte aligned */
+    const float4 *p4 = (const float4 *)src;
+    for (long long q = t0; q < n4; q += stride) {
+        const float4 v = p4[q];
+        bsel_hist_add(hist, v.x, p, prefix);
+        bsel_hist_add(hist, v.y, p, prefix);
+        bsel_hist_add(hist, v.z, p, prefix);
+        bsel_hist_add(hist, v.w, p, prefix);
     }
+    for (long long q = 4 * n4 + t0; q < cnt; q += stride)
+        bsel_hist_add(hist, src[q], p, prefix);
     __syncthreads();
     for (int i = threadIdx.x; i < SEL_BINS; i += blockDim.x)
         if (hist[i])
@@ -128,27 +123,41 @@ static __global__ void bsel_pick_kernel(unsigned *ghist, bsel_state *st, int p)
         ghist[i] = 0; /* every read of ghist finished before sel_pick's last barrier */
 }
 
-/* Per row: keys >= lo, keys == teq, and the smallest key >= lo (into st->minkey). */
+/* Per row: keys >= lo, keys == teq, and the smallest key >= lo (into st->minkey); over the row's
+ * candidates [crow[b], crow[b+1]) on the fast path. */
 static __global__ void bsel_count_kernel(const float *pre, int n, int vec, bsel_state *st,
-                                         unsigned *row_gt, unsigned *row_eq)
+                                         const int *crow, const float *cval, unsigned *row_gt,
+                                         unsigned *row_eq)
 {
     __shared__ unsigned ws[32];
     __shared__ unsigned smin;
     const unsigned lo = st->lo, teq = st->teq, need = st->need;
-    const float *prow = pre + (size_t)blockIdx.x * n;
     if (threadIdx.x == 0)
         smin = 0xffffffffu;
     unsigned g = 0, e = 0, mn = 0xffffffffu;
-    for (int i = 4 * threadIdx.x; i < n; i += 4 * blockDim.x) {
-        float s[4];
-        sel_load4(prow, NULL, 0.0f, NULL, n, i, vec != 0, s);
-        for (int j = 0; j < 4; j++) {
-            const unsigned key = __float_as_uint(s[j]);
-            if (key != 0 && key >= lo) {
+    if (st->path == BSEL_PATH_FAST) {
+        const int c1 = crow[blockIdx.x + 1];
+        for (int j = crow[blockIdx.x] + (int)threadIdx.x; j < c1; j += blockDim.x) {
+            const unsigned key = __float_as_uint(cval[j]); /* != 0 */
+            if (key >= lo) {
                 g++;
                 mn = key < mn ? key : mn;
             }
             e += (need != 0 && key == teq);
+        }
+    } else {
+        const float *prow = pre + (size_t)blockIdx.x * n;
+        for (int i = 4 * threadIdx.x; i < n; i += 4 * blockDim.x) {
+            float s[4];
+            sel_load4(prow, NULL, 0.0f, NULL, n, i, vec != 0, s);
+            for (int j = 0; j < 4; j++) {
+                const unsigned key = __float_as_uint(s[j]);
+                if (key != 0 && key >= lo) {
+                    g++;
+                    mn = key < mn ? key : mn;
+                }
+                e += (need != 0 && key == teq);
+            }
         }
     }
     __syncthreads();
@@ -208,8 +217,10 @@ static __global__ void bsel_scan_kernel(const bsel_state *st, int B, const unsig
     }
 }
 
-/* Per row: write the kept entries in ascending latent order at row_ptr[b]. */
+/* Per row: write the kept entries in ascending latent order at row_ptr[b] (from the row's
+ * candidates, which are in flat order, on the fast path). */
 static __global__ void bsel_compact_kernel(const float *pre, int n, int vec, const bsel_state *st,
+                                           const int *crow, const int *cflat, const float *cval,
                                            const int *row_ptr, const unsigned *eq_before,
                                            int *lat, float *val)
 {
@@ -219,9 +230,30 @@ static __global__ void bsel_compact_kernel(const float *pre, int n, int vec, con
     if (cnt == 0)
         return;
     const unsigned lo = st->lo, teq = st->teq, need = st->need;
-    const float *prow = pre + (size_t)b * n;
     const unsigned eb = eq_before[b];
     const unsigned keq0 = eb < need ? eb : need; /* equal keys kept by earlier rows */
+    if (st->path == BSEL_PATH_FAST) {
+        const int c0 = crow[b], c1 = crow[b + 1];
+        unsigned run_gt = 0, run_eq = eb;
+        for (int base = c0; base < c1; base += blockDim.x) {
+            const int j = base + (int)threadIdx.x;
+            const unsigned key = j < c1 ? __float_as_uint(cval[j]) : 0u;
+            const unsigned g = key != 0 && key >= lo, e = need != 0 && key == teq;
+            unsigned total;
+            const unsigned ex = sel_block_scan((g << 16) | e, ws, &total);
+            const unsigned eq_rank = run_eq + (ex & 0xffffu);
+            if (g || (e && eq_rank < need)) {
+                const unsigned pos = (unsigned)start + run_gt + (ex >> 16) +
+                                     (eq_rank < need ? eq_rank : need) - keq0;
+                lat[pos] = cflat[j] - b * n;
+                val[pos] = cval[j];
+            }
+            run_gt += total >> 16;
+            run_eq += total & 0xffffu;
+        }
+        return;
+    }
+    const float *prow = pre + (size_t)b * n;
     const int tile = 4 * (int)blockDim.x;
     unsigned run_gt = 0, run_eq = eb;
     for (int base = 0; base < n; base += tile) {
@@ -259,6 +291,21 @@ static __global__ void bsel_compact_kernel(const float *pre, int n, int vec, con
     }
 }
 
+/* The rule in the state applied: count, scan, compaction; padding up to `slots`. */
+static void bsel_finish(const float *pre, int B, int n, long long slots, const bsel_ws *L,
+                        int *row_ptr, int *lat, float *val, float *min_kept, cudaStream_t stream)
+{
+    const bool vrow = n % 4 == 0 && sel_aligned16(pre);
+    SF_LAUNCH(bsel_count_kernel, B, BSEL_THREADS, 0, stream, pre, n, (int)vrow, L->st,
+              (const int *)L->crow, (const float *)L->cval, L->row_gt, L->row_eq);
+    SF_LAUNCH(bsel_scan_kernel, 1, BSEL_SCAN_THREADS, 0, stream, (const bsel_state *)L->st, B,
+              (const unsigned *)L->row_gt, L->row_eq, row_ptr, lat, val, slots, min_kept);
+    SF_LAUNCH(bsel_compact_kernel, B, BSEL_THREADS, 0, stream, pre, n, (int)vrow,
+              (const bsel_state *)L->st, (const int *)L->crow, (const int *)L->cflat,
+              (const float *)L->cval, (const int *)row_ptr, (const unsigned *)L->row_eq, lat,
+              val);
+}
+
 extern "C" void bselect_cuda(const float *pre, int B, int n, int64_t K, int *row_ptr, int *lat,
                              float *val, float *min_kept, void *workspace, cudaStream_t stream)
 {
@@ -272,14 +319,11 @@ extern "C" void bselect_cuda(const float *pre, int B, int n, int64_t K, int *row
     }
     const long long N = (long long)B * n;
     const long long Kc = K < N ? K : N;
-    char *w = (char *)workspace;
-    bsel_state *st = (bsel_state *)w;
-    unsigned *hist = (unsigned *)(w + BSEL_OFF_HIST);
-    unsigned *row_gt = (unsigned *)(w + BSEL_OFF_ROWS);
-    unsigned *row_eq = row_gt + bsel_round((size_t)B * sizeof(unsigned)) / sizeof(unsigned);
+    const bsel_ws L = bsel_ws_layout(workspace, B, n);
+    /* the capacity follows (B, n): a K it cannot hold goes straight to the reference */
+    const bool try_fast = Kc > 0 && Kc <= L.cap_ws;
 
-    const bool vflat = N % 4 == 0 && sel_aligned16(pre);
-    const bool vrow = n % 4 == 0 && sel_aligned16(pre);
+    const bool vflat = sel_aligned16(pre);
     const sel_devinfo di = sel_device_info();
     long long blocks = (N + BSEL_THREADS * 16 - 1) / (BSEL_THREADS * 16);
     if (blocks > (long long)di.sms * 8)
@@ -287,17 +331,15 @@ extern "C" void bselect_cuda(const float *pre, int B, int n, int64_t K, int *row
     if (blocks < 1)
         blocks = 1;
 
-    SF_LAUNCH(bsel_init_kernel, 1, 256, 0, stream, st, hist, (unsigned)Kc);
+    SF_LAUNCH(bsel_init_kernel, 1, 256, 0, stream, L.st, L.hist, (unsigned)Kc, (int)try_fast);
+    if (try_fast)
+        bsel_1pass_front(pre, B, n, Kc, &L, stream);
     for (int p = 0; p < 3; p++) {
         SF_LAUNCH(bsel_hist_kernel, (int)blocks, BSEL_THREADS, 0, stream, pre, N, (int)vflat,
-                  (const bsel_state *)st, hist, p);
-        SF_LAUNCH(bsel_pick_kernel, 1, BSEL_SCAN_THREADS, 0, stream, hist, st, p);
+                  (const float *)L.cval, (const bsel_state *)L.st, L.hist, p);
+        SF_LAUNCH(bsel_pick_kernel, 1, BSEL_SCAN_THREADS, 0, stream, L.hist, L.st, p);
     }
-    SF_LAUNCH(bsel_count_kernel, B, BSEL_THREADS, 0, stream, pre, n, (int)vrow, st, row_gt, row_eq);
-    SF_LAUNCH(bsel_scan_kernel, 1, BSEL_SCAN_THREADS, 0, stream, (const bsel_state *)st, B,
-              (const unsigned *)row_gt, row_eq, row_ptr, lat, val, (long long)K, min_kept);
-    SF_LAUNCH(bsel_compact_kernel, B, BSEL_THREADS, 0, stream, pre, n, (int)vrow,
-              (const bsel_state *)st, (const int *)row_ptr, (const unsigned *)row_eq, lat, val);
+    bsel_finish(pre, B, n, K, &L, row_ptr, lat, val, min_kept, stream);
 }
 
 /* A keep rule chosen by the caller (the data-parallel selection finds it over every rank). */
@@ -310,7 +352,9 @@ static __global__ void bsel_rule_kernel(bsel_state *st, unsigned lo, unsigned te
     st->need = need;
     st->done = 1;
     st->minkey = 0xffffffffu;
-    st->pad = 0;
+    st->path = BSEL_PATH_REF;
+    st->bound = 0;
+    st->ncand = 0;
 }
 
 extern "C" void bselect_rule_cuda(const float *pre, int B, int n, unsigned lo, unsigned teq,
@@ -325,120 +369,7 @@ extern "C" void bselect_rule_cuda(const float *pre, int B, int n, unsigned lo, u
         CUDA_CHECK(cudaMemsetAsync(min_kept, 0, sizeof(float), stream));
         return;
     }
-    char *w = (char *)workspace;
-    bsel_state *st = (bsel_state *)w;
-    unsigned *row_gt = (unsigned *)(w + BSEL_OFF_ROWS);
-    unsigned *row_eq = row_gt + bsel_round((size_t)B * sizeof(unsigned)) / sizeof(unsigned);
-    const bool vrow = n % 4 == 0 && sel_aligned16(pre);
-    SF_LAUNCH(bsel_rule_kernel, 1, 1, 0, stream, st, lo, teq, need);
-    SF_LAUNCH(bsel_count_kernel, B, BSEL_THREADS, 0, stream, pre, n, (int)vrow, st, row_gt, row_eq);
-    SF_LAUNCH(bsel_scan_kernel, 1, BSEL_SCAN_THREADS, 0, stream, (const bsel_state *)st, B,
-              (const unsigned *)row_gt, row_eq, row_ptr, lat, val, (long long)slots, min_kept);
-    SF_LAUNCH(bsel_compact_kernel, B, BSEL_THREADS, 0, stream, pre, n, (int)vrow,
-              (const bsel_state *)st, (const int *)row_ptr, (const unsigned *)row_eq, lat, val);
-}
-
-/* ---- threshold rule ------------------------------------------------------------------------ */
-
-static __device__ inline void thr_load4(const float *prow, int n, int i, bool vec, float a[4])
-{
-    if (vec) {
-        const float4 v = *(const float4 *)(prow + i);
-        a[0] = v.x; a[1] = v.y; a[2] = v.z; a[3] = v.w;
-    } else {
-        for (int j = 0; j < 4; j++)
-            a[j] = i + j < n ? prow[i + j] : 0.0f;
-    }
-    for (int j = 0; j < 4; j++)
-        a[j] = sel_relu(a[j]);
-}
-
-static __global__ void thr_count_kernel(const float *pre, int n, int vec, float theta, int *row_ptr)
-{
-    __shared__ unsigned ws[32];
-    const float *prow = pre + (size_t)blockIdx.x * n;
-    unsigned c = 0;
-    for (int i = 4 * threadIdx.x; i < n; i += 4 * blockDim.x) {
-        float a[4];
-        thr_load4(prow, n, i, vec != 0, a);
-        for (int j = 0; j < 4; j++)
-            c += (i + j < n && a[j] > 0.0f && a[j] > theta);
-    }
-    unsigned total;
-    sel_block_scan(c, ws, &total);
-    if (threadIdx.x == 0)
-        row_ptr[blockIdx.x] = (int)total;
-}
-
-/* One block: row counts -> exclusive offsets in place, row_ptr[B] = total. */
-static __global__ void thr_scan_kernel(int *row_ptr, int B)
-{
-    __shared__ unsigned ws[32];
-    const int per = (B + (int)blockDim.x - 1) / (int)blockDim.x;
-    const int r0 = (int)threadIdx.x * per;
-    const int r1 = r0 + per < B ? r0 + per : B;
-    unsigned c = 0;
-    for (int r = r0; r < r1; r++)
-        c += (unsigned)row_ptr[r];
-    unsigned total;
-    unsigned off = sel_block_scan(c, ws, &total);
-    for (int r = r0; r < r1; r++) {
-        const unsigned cnt = (unsigned)row_ptr[r];
-        row_ptr[r] = (int)off;
-        off += cnt;
-    }
-    if (threadIdx.x == 0)
-        row_ptr[B] = (int)total;
-}
-
-static __global__ void thr_compact_kernel(const float *pre, int n, int vec, float theta,
-                                          const int *row_ptr, int B, long long cap, int *lat,
-                                          float *val)
-{
-    __shared__ unsigned ws[32];
-    if ((long long)row_ptr[B] > cap)
-        return; /* the caller only learns the size it needs */
-    const int b = blockIdx.x;
-    const int start = row_ptr[b], cnt = row_ptr[b + 1] - start;
-    const float *prow = pre + (size_t)b * n;
-    const int tile = 4 * (int)blockDim.x;
-    unsigned run = 0;
-    for (int base = 0; base < n && run < (unsigned)cnt; base += tile) {
-        const int i = base + 4 * (int)threadIdx.x;
-        float a[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        bool keep[4] = {false, false, false, false};
-        unsigned c = 0;
-        if (i < n) {
-            thr_load4(prow, n, i, vec != 0, a);
-            for (int j = 0; j < 4; j++) {
-                keep[j] = i + j < n && a[j] > 0.0f && a[j] > theta;
-                c += keep[j];
-            }
-        }
-        unsigned total;
-        unsigned pos = (unsigned)start + run + sel_block_scan(c, ws, &total);
-        for (int j = 0; j < 4; j++)
-            if (keep[j]) {
-                lat[pos] = i + j;
-                val[pos] = a[j];
-                pos++;
-            }
-        run += total;
-    }
-}
-
-extern "C" void select_threshold_cuda(const float *pre, float theta, int B, int n, int64_t cap,
-                                      int *row_ptr, int *lat, float *val, cudaStream_t stream)
-{
-    SF_CHECK(B >= 0 && n >= 0 && cap >= 0);
-    SF_CHECK((long long)B * n < (1ll << 31));
-    if (B == 0) {
-        CUDA_CHECK(cudaMemsetAsync(row_ptr, 0, sizeof(int), stream));
-        return;
-    }
-    const bool vrow = n % 4 == 0 && sel_aligned16(pre);
-    SF_LAUNCH(thr_count_kernel, B, BSEL_THREADS, 0, stream, pre, n, (int)vrow, theta, row_ptr);
-    SF_LAUNCH(thr_scan_kernel, 1, BSEL_SCAN_THREADS, 0, stream, row_ptr, B);
-    SF_LAUNCH(thr_compact_kernel, B, BSEL_THREADS, 0, stream, pre, n, (int)vrow, theta,
-              (const int *)row_ptr, B, (long long)cap, lat, val);
+    const bsel_ws L = bsel_ws_layout(workspace, B, n);
+    SF_LAUNCH(bsel_rule_kernel, 1, 1, 0, stream, L.st, lo, teq, need);
+    bsel_finish(pre, B, n, slots, &L, row_ptr, lat, val, min_kept, stream);
 }
