@@ -67,6 +67,8 @@ $(BUILD)/saeforge: $(BUILD)/host/main.o $(BUILD)/cpu/backend_open.o $(BUILD)/lib
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 # --- emulated CUDA: the .cu files compiled by g++ against kernels/emu ------
+# Links list the CUDA archive (emulated or real) before libsaeforge.a: its host code calls C
+# modules there (kernels/input16.c) that nothing on the CPU side pulls in.
 EMU_FLAGS := -DSF_EMU -DSF_WITH_CUDA -Ikernels/emu
 $(BUILD)/emu/%.o: %.cu | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
@@ -88,7 +90,7 @@ $(BUILD)/libsaeforge_emu.a: $(EMU_OBJ)
 	ar rcs $@ $^
 # The CLI on the emulated CUDA backend (`backend: cuda` runs the .cu kernels on the CPU): slow,
 # for measuring that a whole training run on the CUDA code path matches the CPU one.
-$(BUILD)/emu/saeforge: $(BUILD)/host/main.o $(BUILD)/emu/backend_open.o $(BUILD)/libsaeforge.a $(BUILD)/libsaeforge_emu.a
+$(BUILD)/emu/saeforge: $(BUILD)/host/main.o $(BUILD)/emu/backend_open.o $(BUILD)/libsaeforge_emu.a $(BUILD)/libsaeforge.a
 	$(CXX) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 emu: $(BUILD)/emu/saeforge
 
@@ -99,7 +101,7 @@ $(BUILD)/tests/%.o: tests/%.c | $(DEPS_STAMP)
 $(BUILD)/tests/emu_%.o: tests/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(EMU_FLAGS) -c $< -o $@
-TEST_LINK = $(BUILD)/emu/backend_open.o $(TEST_HELPER_OBJ) $(BUILD)/libsaeforge.a $(BUILD)/libsaeforge_emu.a
+TEST_LINK = $(BUILD)/emu/backend_open.o $(TEST_HELPER_OBJ) $(BUILD)/libsaeforge_emu.a $(BUILD)/libsaeforge.a
 $(BUILD)/tests/%: $(BUILD)/tests/%.o $(TEST_LINK) $(BUILD)/saeforge
 	$(CXX) $(LDFLAGS) $(filter %.o,$^) $(filter %.a,$^) -o $@ $(CRIT_LIBS) $(LDLIBS)
 
@@ -129,7 +131,7 @@ $(BUILD)/cuda/backend_open.o: $(VARIANT_SRC) | $(DEPS_STAMP)
 $(BUILD)/libsaeforge_cuda.a: $(CUDA_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
-$(BUILD)/cuda/saeforge: $(BUILD)/host/main.o $(BUILD)/cuda/backend_open.o $(BUILD)/libsaeforge.a $(BUILD)/libsaeforge_cuda.a
+$(BUILD)/cuda/saeforge: $(BUILD)/host/main.o $(BUILD)/cuda/backend_open.o $(BUILD)/libsaeforge_cuda.a $(BUILD)/libsaeforge.a
 	$(CXX) $(LDFLAGS) $^ -o $@ $(CUDA_LIBS) $(LDLIBS)
 cuda: $(BUILD)/cuda/saeforge
 
@@ -137,7 +139,7 @@ GPU_TEST_BIN := $(GPU_TEST_SRC:tests/%.c=$(BUILD)/cuda/tests/%)
 $(BUILD)/cuda/tests/%.o: tests/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DSF_WITH_CUDA -I$(CUDA_DIR)/include -c $< -o $@
-$(BUILD)/cuda/tests/%: $(BUILD)/cuda/tests/%.o $(BUILD)/cuda/backend_open.o $(TEST_HELPER_OBJ) $(BUILD)/libsaeforge.a $(BUILD)/libsaeforge_cuda.a
+$(BUILD)/cuda/tests/%: $(BUILD)/cuda/tests/%.o $(BUILD)/cuda/backend_open.o $(TEST_HELPER_OBJ) $(BUILD)/libsaeforge_cuda.a $(BUILD)/libsaeforge.a
 	$(CXX) $(LDFLAGS) $^ -o $@ $(CRIT_LIBS) $(CUDA_LIBS) $(LDLIBS)
 test-gpu: $(GPU_TEST_BIN) $(BUILD)/cuda/saeforge
 	@sh tests/run_gpu.sh $(BUILD) $(GPU_TEST_BIN)

@@ -25,7 +25,7 @@ $(BENCH_BIN): $(BUILD)/bench/%: $(BUILD)/bench/%.o $(BENCH_CPU_LINK)
 BENCH_CUDA_PROGS  := step_bench $(BENCH_KERN_SRC:bench/%.c=%)
 BENCH_CUDA_BIN    := $(BENCH_CUDA_PROGS:%=$(BUILD)/cuda/bench/%)
 BENCH_CUDA_COMMON := $(BENCH_COMMON_SRC:%.c=$(BUILD)/cuda/%.o)
-BENCH_CUDA_LINK   := $(BENCH_CUDA_COMMON) $(BUILD)/cuda/backend_open.o $(BUILD)/libsaeforge.a $(BUILD)/libsaeforge_cuda.a
+BENCH_CUDA_LINK   := $(BENCH_CUDA_COMMON) $(BUILD)/cuda/backend_open.o $(BUILD)/libsaeforge_cuda.a $(BUILD)/libsaeforge.a
 $(BUILD)/cuda/bench/%.o: bench/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DSF_WITH_CUDA -I$(CUDA_DIR)/include -c $< -o $@

@@ -10,10 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../data/shard.h"
 #include "../host/backend_open.h"
 #include "../host/config.h"
 #include "../host/sae_init.h"
 #include "../kernels/backend.h"
+#include "../kernels/input16.h"
 #include "../kernels/sf_check.h"
 #include "bench_util.h"
 
@@ -33,6 +35,7 @@ typedef struct opts {
     int phases;
     uint64_t seed;
     float lr;
+    sae_input_dtype upload; /* --upload-dtype: the batch format handed to the backend */
 } opts;
 
 static void usage(FILE *f)
@@ -41,7 +44,9 @@ static void usage(FILE *f)
             "usage: step_bench [--backend cpu|cuda] [--arch topk|gsae|batchtopk|matryoshka]\n"
             "         [--d D] [--n N] [--k K] [--B B] [--warmup W] [--reps R] [--max-seconds S]\n"
             "         [--threads T] [--dead FRAC] [--precision fp32|tf32|bf16] [--no-phases]\n"
-            "         [--seed S] [--out FILE.jsonl] [--run ID]\n"
+            "         [--seed S] [--upload-dtype f32|f16|bf16] [--out FILE.jsonl] [--run ID]\n"
+            "  --upload-dtype f16|bf16: the batches are rounded to that dtype and handed over as a\n"
+            "         16-bit shard's rows (backend.h, set_input_format; CUDA: half the upload bytes)\n"
             "       step_bench --slug [--backend cuda]   print the machine's results-file name\n");
 }
 
@@ -254,6 +259,7 @@ static void write_config(jw *w, const opts *o, const sae_hparams *hp)
     j_int(w, "threads", o->threads);
     j_num(w, "dead_frac", o->dead_frac);
     j_int(w, "aux_k", hp->aux_k);
+    j_str(w, "upload_dtype", o->upload == SAE_INPUT_F16 ? "f16" : o->upload == SAE_INPUT_BF16 ? "bf16" : "f32");
     if (o->arch == SAE_ARCH_MATRYOSHKA)
         j_int(w, "prefixes", hp->n_prefixes);
     j_close(w);
@@ -287,6 +293,38 @@ static void write_skip(const opts *o, const bench_machine *m, const sae_hparams 
             o->d, o->n, o->k, o->B, why);
 }
 
+/* Rounds the pool to dtype values (nearest even), as a 16-bit shard would hold them. */
+static void round_pool(float *xs, float *gs, size_t count, sae_input_dtype dt)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (dt == SAE_INPUT_BF16) {
+            xs[i] = shard_bf16_to_f32(shard_f32_to_bf16(xs[i]));
+            if (gs)
+                gs[i] = shard_bf16_to_f32(shard_f32_to_bf16(gs[i]));
+        } else {
+            xs[i] = shard_f16_to_f32(shard_f32_to_f16(xs[i]));
+            if (gs)
+                gs[i] = shard_f16_to_f32(shard_f32_to_f16(gs[i]));
+        }
+    }
+}
+
+/* Host cost of the narrowing a 16-bit upload does per batch (best of a few, ns per value). */
+static double narrow_ns_per_value(const float *x, size_t count, sae_input_dtype dt)
+{
+    uint16_t *o = bench_alloc(count * sizeof(uint16_t));
+    double best = INFINITY;
+    for (int r = 0; r < 6; r++) {
+        double t0 = bench_now();
+        SF_CHECK(input16_narrow(x, count, dt, o));
+        double t = bench_now() - t0;
+        if (r > 0 && t < best) /* the first pass also faults the pages in */
+            best = t;
+    }
+    free(o);
+    return best * 1e9 / (double)count;
+}
+
 /* The batch as the training driver hands it over: in the backend's own input buffers when it
  * lends them (CUDA: pinned staging, so no extra host copy), else in ours. The copy into them is
  * data delivery, which the data bench measures, so it stays outside the timed step. */
@@ -311,7 +349,8 @@ int main(int argc, char **argv)
 {
     opts o = {.backend = "cpu", .arch = SAE_ARCH_TOPK, .d = 768, .n = 16384, .k = 32, .B = 0,
               .warmup = 1, .reps = 5, .max_seconds = 60.0, .threads = 0, .dead_frac = 0.0,
-              .prec = SAE_PREC_FP32, .out = NULL, .run = NULL, .phases = 1, .seed = 1, .lr = 0.0f};
+              .prec = SAE_PREC_FP32, .out = NULL, .run = NULL, .phases = 1, .seed = 1, .lr = 0.0f,
+              .upload = SAE_INPUT_F32};
     int slug = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -375,6 +414,14 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--seed")) {
             NEEDV;
             o.seed = strtoull(v, NULL, 10);
+        } else if (!strcmp(a, "--upload-dtype")) {
+            NEEDV;
+            if (!strcmp(v, "f32") || !strcmp(v, "f16") || !strcmp(v, "bf16")) {
+                o.upload = v[0] == 'b' ? SAE_INPUT_BF16 : v[1] == '1' ? SAE_INPUT_F16 : SAE_INPUT_F32;
+            } else {
+                fprintf(stderr, "step_bench: --upload-dtype must be f32, f16 or bf16\n");
+                return 2;
+            }
         } else if (!strcmp(a, "--lr")) {
             NEEDV;
             o.lr = (float)atof(v);
@@ -469,6 +516,8 @@ int main(int argc, char **argv)
     float *gs = gsae ? bench_alloc((size_t)pool * Bd * sizeof(float)) : NULL;
     for (int p = 0; p < pool; p++)
         bench_gen_batch(&gen, B, xs + p * Bd, gs ? gs + p * Bd : NULL);
+    if (o.upload != SAE_INPUT_F32) /* a 16-bit shard's rows: every value a dtype value */
+        round_pool(xs, gs, (size_t)pool * Bd, o.upload);
     sae_params init;
     sae_params_alloc(&init, d, n);
     sf_rng rng;
@@ -492,6 +541,16 @@ int main(int argc, char **argv)
     if (!be) {
         write_skip(&o, &mach, &hp, why[0] ? why : "backend could not be opened");
         return cuda ? 1 : 0;
+    }
+    double narrow_ns = -1.0;
+    if (o.upload != SAE_INPUT_F32) {
+        if (!be->set_input_format) {
+            write_skip(&o, &mach, &hp, "the backend takes no 16-bit input (CPU backend, or SF_UPLOAD=f32)");
+            be->free(be);
+            return 0;
+        }
+        be->set_input_format(be, o.upload, 1.0f);
+        narrow_ns = narrow_ns_per_value(xs, Bd, o.upload);
     }
     be->set_params(be, &init);
     be->profile = 0;
@@ -636,6 +695,8 @@ int main(int argc, char **argv)
     j_num(&w, "step_pipelined_s", pipe_step);
     j_num(&w, "pipelined_over_gemm", pipe_step / gemm_med);
     j_num(&w, "copy_GBps", copy_gbps);
+    if (narrow_ns >= 0.0) /* host: the batch narrowed to 16 bits, part of every step's time */
+        j_num(&w, "narrow_ns_per_value", narrow_ns);
     j_num(&w, "fvu", mt.fvu);
     j_num(&w, "l0", mt.l0);
     j_num(&w, "dead_frac_seen", mt.dead_frac);

@@ -25,6 +25,9 @@
 
 #define NORM_BATCHES 100 /* batches used to estimate the expected_norm input scale */
 
+_Static_assert((int)SAE_INPUT_F16 == (int)SHARD_F16 && (int)SAE_INPUT_BF16 == (int)SHARD_BF16,
+               "a shard dtype is a backend input format as it stands");
+
 static volatile sig_atomic_t stop_requested;
 static void on_signal(int sig) { stop_requested = sig; }
 
@@ -256,7 +259,8 @@ static int evaluate(trainer *t, tr_member *m, sae_metrics *acc, int k, sf_err *e
     int64_t begin = t->eval_separate ? 0 : t->train_rows;
     int64_t end = t->eval_separate ? t->eval_set.rows : t->set.rows;
     int want_g = es->has_gradients;
-    shard_stream_cfg sc = stream_cfg(t, 0, begin, end, m->meta.input_scale, want_g, 1);
+    shard_stream_cfg sc = stream_cfg(t, 0, begin, end, t->raw_x ? 1.0f : m->meta.input_scale,
+                                     want_g, 1);
     shard_stream *st;
     int rc = shard_stream_init(&st, es, &sc, err);
     if (rc)
@@ -354,6 +358,42 @@ static int open_member(trainer *t, tr_member *m, int resumed, sf_err *err)
         return rc;
     m->ml_open = 1;
     return SF_OK;
+}
+
+/* 16-bit shards: when every live member's backend takes the shard's dtype (backend.h,
+ * set_input_format), batches go to the backends unscaled and each applies the input scale itself,
+ * so the CUDA backend uploads 2 bytes a value; the results are the float path's bit for bit.
+ * The float path scales every member's batch by the first live member's scale and evaluates with
+ * each member's own: the shortcut is taken only where those agree. The one-time reads before the
+ * backends exist (estimate_scale, init_fresh) keep the scaled stream. */
+static void choose_input_format(trainer *t)
+{
+    t->raw_x = 0;
+    if (t->set.dtype == SHARD_F32 || (t->eval_separate && t->eval_set.dtype != t->set.dtype))
+        return;
+    const tr_member *m0 = NULL;
+    for (int i = 0; i < t->n_members; i++) {
+        const tr_member *m = &t->m[i];
+        if (m->status != TR_LIVE)
+            continue;
+        if (!m->be->set_input_format)
+            return;
+        if (!m0)
+            m0 = m;
+        if (memcmp(&m->meta.input_scale, &m0->meta.input_scale, sizeof(float)))
+            return;
+    }
+    const float scale = m0 ? m0->meta.input_scale : 0.0f;
+    if (!isfinite(scale) || scale == 0.0f) /* the stream reads those as 1; keep it doing so */
+        return;
+    for (int i = 0; i < t->n_members; i++)
+        if (t->m[i].status == TR_LIVE)
+            t->m[i].be->set_input_format(t->m[i].be, (sae_input_dtype)t->set.dtype, scale);
+    t->raw_x = 1;
+    if (trainer_rank0(t))
+        fprintf(stderr, "saeforge: %s shards: batches go to the backend in %s and are scaled "
+                "there (SF_UPLOAD=f32 sends floats)\n", shard_dtype_name(t->set.dtype),
+                shard_dtype_name(t->set.dtype));
 }
 
 static void member_diverged(const trainer *t, tr_member *m, int64_t step)
@@ -463,7 +503,8 @@ static int train_loop(trainer *t, int64_t start, sf_err *err)
     for (int i = 0; i < t->n_members && !m0; i++)
         if (t->m[i].status == TR_LIVE)
             m0 = &t->m[i];
-    shard_stream_cfg sc = stream_cfg(t, 1, 0, t->train_rows, m0->meta.input_scale, t->want_g, 1);
+    shard_stream_cfg sc = stream_cfg(t, 1, 0, t->train_rows, t->raw_x ? 1.0f : m0->meta.input_scale,
+                                     t->want_g, 1);
     sc.start_epoch = m0->meta.data_epoch;
     sc.start_position = m0->meta.data_position;
     shard_stream *st;
@@ -631,6 +672,8 @@ int trainer_run(trainer *t, int resume, sf_err *err)
             return rc;
         start = m->meta.step;
     }
+    if (start >= 0)
+        choose_input_format(t);
     if (start >= 0 && (rc = train_loop(t, start, err)))
         return rc;
     int diverged = 0;

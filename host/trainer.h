@@ -63,6 +63,8 @@ typedef struct trainer {
     float *x, *g;            /* (B, d) batch buffers shared by every member */
     float *ex, *eg;          /* (B, d) eval batch buffers (only with an eval set) */
     int lent;                /* x, g are a solo member's backend buffers (not ours to free) */
+    int raw_x;               /* the backends apply the input scale (set_input_format): the
+                              * streams that feed them run at scale 1 */
     int n_members;
     tr_member *m;            /* (n_members) */
     char sweep_dir[SF_PATH_MAX]; /* "" for a solo run; else where sweep_state.json lives */

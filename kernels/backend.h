@@ -101,6 +101,18 @@ struct sae_backend {
      * backend alternates between two, and a buffer is free once its step was collected). */
     float *(*input_buffer)(sae_backend *be, int which);
 
+    /* Optional (NULL when the backend has none; the CUDA backend has none either when SF_UPLOAD=f32
+     * was in the environment at its creation): the format of every later x and g handed to
+     * train_step, submit_step, eval_batch and encode, data-parallel steps included. With dtype
+     * SAE_INPUT_F16 or SAE_INPUT_BF16, x is a row as read from a shard of that dtype, before the
+     * input scale, so every value of x and g is a dtype value (anything else is a programmer
+     * error and aborts), and the backend uses x * x_scale: the float product the data stream
+     * forms with scale x_scale. Results are therefore bit-identical to handing over the scaled
+     * floats; g is used as given. The CUDA backend ships such a batch in 16 bits (half the bytes
+     * of a float upload) and widens it on the device. SAE_INPUT_F32 with x_scale 1 restores plain
+     * floats. x_scale is finite and nonzero; input_buffer's buffers stay float either way. */
+    void (*set_input_format)(sae_backend *be, sae_input_dtype dtype, float x_scale);
+
     /* Phase timing (kernels/profile.h): when profile != 0 (default: SF_PROFILE in the
      * environment at creation), each train_step leaves its phases' seconds in phase_s; the CUDA
      * backend then times with events and synchronises per phase boundary only at the step's end. */

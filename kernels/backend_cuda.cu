@@ -1,7 +1,7 @@
 /* The CUDA backend: one SAE's parameters, optimizer state and statistics in device memory, its
  * buffers, parameter/state copies, inference (eval, encode) and creation; the training step is
- * in backend_cuda_step.cu. Inputs are staged through pinned buffers and copied on a separate copy
- * stream (x first, then g, so the encoder GEMM starts while g is still in flight). */
+ * in backend_cuda_step.cu, the batch upload in backend_cuda_input.cu (pinned staging, a separate
+ * copy stream, x first, then g, so the encoder GEMM starts while g is still in flight). */
 #include <math.h>
 #include <string.h>
 
@@ -106,39 +106,7 @@ void cu_use_slot(cuda_impl *c, int s)
     c->h_x = c->h_xb[s];
     c->h_g = c->h_gb[s];
     c->h_res = c->h_resb[s];
-}
-
-/* Stages x (and g) through the current slot's pinned buffers on the copy stream; the compute
- * stream waits for x at once and for g only where g is used (wait_g). The slot is free: its last
- * step was absorbed before this one was submitted (at most two steps are in flight). */
-void cu_upload(cuda_impl *c, const float *x, const float *g, int B)
-{
-    const size_t bytes = (size_t)B * c->d * sizeof(float);
-    /* the driver filled one of our pinned buffers itself: the copy reads it there */
-    const float *hx = x == c->h_xb[0] || x == c->h_xb[1] ? x : c->h_x;
-    if (hx != x)
-        memcpy(c->h_x, x, bytes);
-    if (c->prof_on)
-        CUDA_CHECK(cudaEventRecord(c->ev_up[0], c->xs));
-    CUDA_CHECK(cudaMemcpyAsync(c->x, hx, bytes, cudaMemcpyHostToDevice, c->xs));
-    CUDA_CHECK(cudaEventRecord(c->ev_x, c->xs));
-    if (g) {
-        const float *hg = g == c->h_gb[0] || g == c->h_gb[1] ? g : c->h_g;
-        if (hg != g)
-            memcpy(c->h_g, g, bytes);
-        CUDA_CHECK(cudaMemcpyAsync(c->g, hg, bytes, cudaMemcpyHostToDevice, c->xs));
-        CUDA_CHECK(cudaEventRecord(c->ev_g, c->xs));
-    }
-    if (c->prof_on)
-        CUDA_CHECK(cudaEventRecord(c->ev_up[1], c->xs));
-    CUDA_CHECK(cudaStreamWaitEvent(c->cs, c->ev_x, 0));
-}
-
-/* The slot the next submitted step uses: its last step has been collected, so it is free. */
-static float *cu_input_buffer(sae_backend *be, int which)
-{
-    cuda_impl *c = impl_of(be);
-    return which ? c->h_gb[c->slot] : c->h_xb[c->slot];
+    c->cur = s;
 }
 
 void cu_wait_g(cuda_impl *c) { CUDA_CHECK(cudaStreamWaitEvent(c->cs, c->ev_g, 0)); }
@@ -215,6 +183,7 @@ static void cu_free(sae_backend *be)
     cudaStreamSynchronize(c->cs);
     cudaStreamSynchronize(c->xs);
     cu_dist_free(c);
+    cu_input_free(c);
     void *dev[] = {c->P.W_enc, c->P.b_enc, c->P.W_dec, c->P.b_dec, c->S.m_W_enc, c->S.v_W_enc,
                    c->S.m_b_enc, c->S.v_b_enc, c->S.m_W_dec, c->S.v_W_dec, c->S.m_b_dec,
                    c->S.v_b_dec, c->S.since_fired, c->S.fire_count, c->S.act_sum, c->S.act_max,
@@ -439,6 +408,9 @@ extern "C" sae_backend *backend_cuda_new(const sae_hparams *hp, int max_B, int d
         return NULL;
     }
     SF_CHECK(hp->d > 0 && hp->n > 0 && hp->k > 0 && max_B > 0);
+    const int allow16 = cu_input_env(why, len);
+    if (allow16 < 0)
+        return NULL;
 
     cuda_impl *c = (cuda_impl *)calloc(1, sizeof *c);
     sae_backend *be = (sae_backend *)calloc(1, sizeof *be);
@@ -544,11 +516,11 @@ extern "C" sae_backend *backend_cuda_new(const sae_hparams *hp, int max_B, int d
     be->set_state = cu_set_state;
     be->get_state = cu_get_state;
     cu_step_bind(be);
-    be->input_buffer = cu_input_buffer;
     be->eval_batch = cu_eval_batch;
     be->encode = cu_encode;
     be->set_dist = cu_set_dist;
     be->impl = c;
+    cu_input_bind(be, allow16);
     return be;
 }
 
@@ -559,7 +531,7 @@ extern "C" int64_t backend_cuda_bytes(const sae_hparams *hp, int B)
     int64_t ents = (int64_t)B * (hp->k + aux);
     int64_t rows = ents < n ? ents : n;
     int64_t bytes = 6 * n * d * 4 + (hp->precision == SAE_PREC_BF16 ? n * d * 2 : 0) + n * 64 +
-                    (int64_t)B * d * 4 * (11 + G) + 2 * (int64_t)B * n * 4 + ents * 64 +
+                    (int64_t)B * d * 4 * (12 + G) + 2 * (int64_t)B * n * 4 + ents * 64 +
                     2 * rows * d * 4 + (int64_t)bselect_workspace_bytes(B, hp->n) +
                     (int64_t)enc_workspace_bytes(B, hp->d, hp->precision) + (64 << 20);
     return bytes;

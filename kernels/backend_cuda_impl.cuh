@@ -97,12 +97,23 @@ typedef struct cuda_impl {
     double *h_resb[2];        /* pinned results (R_COUNT) */
     cudaEvent_t ev_step[2];   /* recorded on cs when the slot's step has finished */
     int slot;                 /* the slot the next submitted step uses */
+    int cur;                  /* the slot x, g, h_x, h_g, h_res point into */
     cu_pending pend[2];       /* FIFO of uncollected steps, oldest at pend_head */
     int pend_head, n_pend;
     /* What the host knows of the dead mask without waiting: from the last absorbed step, plus
      * the tokens of the steps submitted since (AuxK is skipped only when no latent can be dead) */
     int known_dead;
     long long known_margin, tokens_since;
+
+    /* 16-bit inputs (set_input_format; allocated on the first 16-bit format): pinned staging
+     * per slot that the host narrows into, the device buffers the copies land in (copies and
+     * widens are ordered on xs, so one of each serves both slots), and per staging slot an
+     * event after its copies, so the host never narrows into a buffer a copy still reads. */
+    sae_input_dtype in_dtype;
+    float in_scale;
+    uint16_t *h_x16[2], *h_g16[2];
+    uint16_t *x16, *g16;
+    cudaEvent_t ev_in16[2];
 } cuda_impl;
 
 static inline cuda_impl *impl_of(sae_backend *be) { return (cuda_impl *)be->impl; }
@@ -123,7 +134,13 @@ static inline int cu_code_per_token(const cuda_impl *c, int k)
 void *cu_dalloc(size_t bytes);
 void cu_alloc_codes(cuda_impl *c, int kcap);
 void cu_ensure_ecap(cuda_impl *c, long long need);
+/* backend_cuda_input.cu: the batch upload (floats, or 16-bit after set_input_format). */
 void cu_upload(cuda_impl *c, const float *x, const float *g, int B);
+/* SF_UPLOAD in the environment: 1 (unset or auto: set_input_format offered), 0 (f32: not),
+ * -1 with a reason in why for another value. */
+int cu_input_env(char *why, int len);
+void cu_input_bind(sae_backend *be, int allow16);
+void cu_input_free(cuda_impl *c);
 /* Points x, g, h_x, h_g, h_res at slot s. */
 void cu_use_slot(cuda_impl *c, int s);
 /* count of the code's real entries into res[R_L0], theta into R_THETA, dead (device int or

@@ -17,6 +17,14 @@ typedef enum sae_precision {
     SAE_PREC_BF16 = 2,
 } sae_precision;
 
+/* How a backend receives its inputs (backend.h, set_input_format). The codes are data/shard.h's
+ * shard_dtype, so a shard's dtype is a format as it stands. */
+typedef enum sae_input_dtype {
+    SAE_INPUT_F32 = 0,  /* floats used as given (the default) */
+    SAE_INPUT_F16 = 1,  /* every value an IEEE binary16 one */
+    SAE_INPUT_BF16 = 2, /* every value a bfloat16 one */
+} sae_input_dtype;
+
 #define SAE_MAX_PREFIXES 16
 
 /* Everything a training step needs besides tensors. Filled by the host from the config. */

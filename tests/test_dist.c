@@ -136,6 +136,38 @@ Test(dist, two_ranks_equal_one_rank_for_every_arch, .timeout = 600)
     }
 }
 
+/* Two emulated CUDA ranks on f16 shards with an input scale: each rank's batches go over in f16
+ * and are scaled on the device (backend.h, set_input_format); SF_UPLOAD=f32 sends floats. The
+ * same weights and metrics bit for bit. */
+Test(dist, f16_upload_on_two_cuda_ranks_matches_float_upload, .timeout = 300)
+{
+    const char *dir = tcli_tmpdir(6);
+    char data[700], cfg[800], run[2][800], emu[800];
+    const char *b = getenv("SF_BUILD");
+    snprintf(emu, sizeof emu, "%s/emu/saeforge", b && *b ? b : "build");
+    snprintf(data, sizeof data, "%s/data", dir);
+    cr_assert_eq(tcli_run(out, sizeof out, "%s synth --out %s --d 16 --features 64 --tokens 8192 "
+                          "--k 3 --seed 5 --gradients --dtype f16", tcli_bin(), data), 0, "%s", out);
+    snprintf(cfg, sizeof cfg, "%s/gsae.yaml", dir);
+    write_cfg(cfg, "unused", data, "gsae", 12, "");
+    const char *note = "float16 shards: batches go to the backend in float16";
+    for (int i = 0; i < 2; i++) {
+        snprintf(run[i], sizeof run[i], "%s/%s", dir, i ? "f32" : "f16");
+        cr_assert_eq(tcli_run(out, sizeof out, "%s%s -np 2 %s %s train %s --set out_dir=%s "
+                              "--set backend=cuda --set data.normalize=expected_norm",
+                              i ? "SF_UPLOAD=f32 " : "", MPIRUN, i ? "-x SF_UPLOAD" : "", emu, cfg,
+                              run[i]), 0, "%s", out);
+        cr_assert(strstr(out, "data parallel over 2 ranks"), "%s", out);
+        const char *at = strstr(out, note);
+        cr_assert(i ? !at : at && !strstr(at + 1, note), "the 16-bit note (rank 0 only, f16 run "
+                  "only): %s", out);
+    }
+    cr_assert_eq(weights_rel_diff(run[0], run[1]), 0.0);
+    cr_assert_eq(last_metric(run[0], "fvu"), last_metric(run[1], "fvu"));
+    cr_assert_eq(last_metric(run[0], "loss"), last_metric(run[1], "loss"));
+    tcli_run(NULL, 0, "rm -rf %s", dir);
+}
+
 Test(dist, a_sweep_on_two_ranks_equals_one_rank, .timeout = 300)
 {
     const char *dir = tcli_tmpdir(5);

@@ -1,5 +1,6 @@
 /* The training driver end to end through the CLI: exact resume, outputs, recovery of a known dictionary. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +63,8 @@ static const char *emu_bin(void)
     return path;
 }
 
-static void same_tensors(const char *a, const char *b)
+/* skip: a tensor allowed to differ (the wall clock a checkpoint keeps), or NULL */
+static void same_tensors_but(const char *a, const char *b, const char *skip)
 {
     st_file fa, fb;
     sf_err err = {0};
@@ -72,12 +74,16 @@ static void same_tensors(const char *a, const char *b)
     for (int i = 0; i < fa.n; i++) {
         const st_tensor *tb = st_get(&fb, fa.t[i].name);
         cr_assert(tb, "tensor %s missing in %s", fa.t[i].name, b);
+        if (skip && !strcmp(tb->name, skip))
+            continue;
         cr_assert_eq(fa.t[i].nbytes, tb->nbytes);
         cr_assert(!memcmp(fa.t[i].data, tb->data, tb->nbytes), "tensor %s differs", tb->name);
     }
     st_file_free(&fa);
     st_file_free(&fb);
 }
+
+static void same_tensors(const char *a, const char *b) { same_tensors_but(a, b, NULL); }
 
 static void check_resume_on(const char *arch, const char *bin, const char *backend)
 {
@@ -123,6 +129,60 @@ Test(train, exact_resume_topk, .timeout = 120) { check_resume("topk"); }
  * the same lines in the same order, and resume as exact, under emulation. */
 Test(train, exact_resume_cuda_pipelined, .timeout = 240) { check_resume_on("batchtopk", emu_bin(), "cuda"); }
 Test(train, exact_resume_batchtopk, .timeout = 120) { check_resume("batchtopk"); }
+
+/* An f16 shard set with a real input scale on the emulated CUDA backend: batches go over in f16
+ * and are scaled on the device (backend.h, set_input_format), gsae so g does too, with an eval
+ * set; SF_UPLOAD=f32 sends the stream's scaled floats. Both give the same files bit for bit. */
+Test(train, f16_upload_matches_float_upload, .timeout = 240)
+{
+    const char *dir = tcli_tmpdir(3);
+    char data[600], cfg[2][600], run[2][600], text[2048];
+    snprintf(data, sizeof data, "%s/data", dir);
+    int rc = tcli_run(out, sizeof out, "%s synth --out %s --d 16 --features 64 --tokens 8192 --k 3 "
+                      "--seed 5 --dtype f16 --gradients", tcli_bin(), data);
+    cr_assert_eq(rc, 0, "%s", out);
+    for (int i = 0; i < 2; i++) {
+        snprintf(run[i], sizeof run[i], "%s/%c", dir, "ab"[i]);
+        snprintf(cfg[i], sizeof cfg[i], "%s/%c.yaml", dir, "ab"[i]);
+        snprintf(text, sizeof text,
+                 "seed: 7\nout_dir: %s\nbackend: cuda\n"
+                 "data:\n  path: %s\n  shuffle_buffer: 1000\n  eval_tokens: 512\n"
+                 "  normalize: expected_norm\n"
+                 "sae:\n  arch: gsae\n  n_latents: 96\n  k: 4\n  dead_tokens: 1024\n  aux_k: 8\n"
+                 "train:\n  batch_tokens: 256\n  total_tokens: 5120\n  lr: 0.002\n"
+                 "  eval_every_steps: 7\n"
+                 "checkpoint:\n  every_steps: 10\n  keep: 2\nlog:\n  every_steps: 1\n  progress: off\n",
+                 run[i], data);
+        tcli_write(cfg[i], text);
+    }
+    const char *note = "float16 shards: batches go to the backend in float16";
+    rc = tcli_run(out, sizeof out, "%s train %s", emu_bin(), cfg[0]);
+    cr_assert_eq(rc, 0, "16-bit upload: %s", out);
+    cr_assert(strstr(out, note), "the 16-bit path was not taken: %s", out);
+    rc = tcli_run(out, sizeof out, "SF_UPLOAD=f32 %s train %s", emu_bin(), cfg[1]);
+    cr_assert_eq(rc, 0, "float upload: %s", out);
+    cr_assert(!strstr(out, note), "SF_UPLOAD=f32 still took the 16-bit path: %s", out);
+    rc = tcli_run(out, sizeof out, "%s inspect %s/checkpoints/step_20", tcli_bin(), run[0]);
+    cr_assert_eq(rc, 0, "%s", out);
+    const char *sc = strstr(out, "input scale ");
+    cr_assert(sc && strtod(sc + 12, NULL) > 0 && fabs(strtod(sc + 12, NULL) - 1.0) > 0.05,
+              "the run must have an input scale away from 1: %s", out);
+
+    char *ma = metrics_sans_timing(run[0]), *mb = metrics_sans_timing(run[1]);
+    cr_assert_eq(tcli_count_lines(ma), 20 + 2 + 1); /* + evals */
+    cr_assert_str_eq(ma, mb);
+    free(ma);
+    free(mb);
+    const char *files[] = {"final/sae.safetensors", "checkpoints/step_20/sae.safetensors",
+                           "checkpoints/step_20/state.safetensors"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char a[800], b[800];
+        snprintf(a, sizeof a, "%s/%s", run[0], files[i]);
+        snprintf(b, sizeof b, "%s/%s", run[1], files[i]);
+        same_tensors_but(a, b, "elapsed_s");
+    }
+    tcli_run(NULL, 0, "rm -rf %s", dir);
+}
 
 Test(train, outputs_present_and_refuses_to_overwrite, .timeout = 120)
 {

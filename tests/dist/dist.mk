@@ -2,7 +2,7 @@
 # (results, refusals, a mismatched call must abort), then the emulated CUDA backend's
 # multi-rank path against the CPU backend's and that against one rank.
 DIST_NP ?= 2
-DIST_LINK = $(BUILD)/emu/backend_open.o $(BUILD)/libsaeforge.a $(BUILD)/libsaeforge_emu.a
+DIST_LINK = $(BUILD)/emu/backend_open.o $(BUILD)/libsaeforge_emu.a $(BUILD)/libsaeforge.a
 $(BUILD)/tests/dist/%: $(BUILD)/tests/dist/%.o $(DIST_LINK)
 	$(CXX) $(LDFLAGS) $(filter %.o,$^) $(filter %.a,$^) -o $@ $(LDLIBS)
 
