@@ -158,8 +158,9 @@ static long long infer_code(cuda_impl *c, const float *x, const float *g, int B,
     cu_upload(c, x, g, B);
     cu_encoder(c, B);
     int gated = 0;
-    if (c->hp.arch == SAE_ARCH_GSAE && g) {
+    if (g) /* also where g is not read here: the next upload rewrites its staging buffer */
         cu_wait_g(c);
+    if (c->hp.arch == SAE_ARCH_GSAE && g) {
         gate_forward_cuda(c->g, c->P.W_dec, B, c->d, c->n, c->gate, c->hp.precision, c->blas,
                           c->cs);
         gated = 1;
