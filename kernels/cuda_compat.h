@@ -47,10 +47,12 @@
 /* SF_DYN_SHARED(type, name): the block's dynamic shared memory as `type *name`. */
 #define SF_DYN_SHARED(type, name) extern __shared__ type name[]
 #elif defined(SF_EMU) && defined(__cplusplus)
+/* The arguments are evaluated and converted to the kernel's parameter types here, at the
+ * launch, as <<<>>> does; the kernel may run later (emulated stream order). */
 #define SF_LAUNCH(kernel, grid, block, shmem, stream, ...)                             \
     do {                                                                               \
-        emu_launch(#kernel, __FILE__, __LINE__, dim3(grid), dim3(block), (shmem),       \
-                   (stream), [=]() { kernel(__VA_ARGS__); });                          \
+        emu_kernel(#kernel, __FILE__, __LINE__, dim3(grid), dim3(block), (shmem),       \
+                   (stream), kernel)(__VA_ARGS__);                                     \
         CUDA_CHECK(cudaGetLastError());                                                \
     } while (0)
 #define SF_DYN_SHARED(type, name) type *name = (type *)emu_dynamic_shared()

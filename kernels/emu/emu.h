@@ -1,7 +1,15 @@
 /* CPU emulation of the slice of CUDA that saeforge uses: the runtime API and cuBLAS (C and
  * C++), and in C++ the device side (thread indices, __shared__, barriers, lane-synchronous
  * warp intrinsics, atomics, bf16), so g++ compiles the project's .cu files unchanged.
- * Every CUDA thread is a fiber; a launch runs to completion before it returns. */
+ * Every CUDA thread is a fiber; a launch runs all its blocks, one after another, when it runs.
+ *
+ * Stream order (emu_stream.cpp): by default (SF_EMU_STREAMS=defer) launches, async copies and
+ * memsets, event records, stream waits, host functions and cuBLAS calls are queued on their
+ * stream and run only when the host waits for them (cudaStreamSynchronize, cudaEventSynchronize,
+ * cudaDeviceSynchronize, a synchronous cudaMemcpy/cudaMemset for the legacy and blocking
+ * streams, cudaFree, ...), as late as CUDA allows, so a host-side ordering bug shows on the CPU.
+ * Kernel arguments are evaluated at the launch. SF_EMU_STREAMS=eager runs everything at the
+ * call instead. Queries (cudaStreamQuery, cudaEventQuery) force the work and report success. */
 #ifndef SF_EMU_H
 #define SF_EMU_H
 
@@ -199,6 +207,10 @@ cublasStatus_t cublasSdot(cublasHandle_t h, int n, const float *x, int incx, con
                           int incy, float *result);
 
 /* ---- emulator controls and numeric helpers (not CUDA API) ------------------------------ */
+/* Stream execution: "defer" (queued, run when waited for) or "eager" (run at the call). Runs
+ * all queued work first. Returns 0, or -1 for another spec. The default comes from env
+ * SF_EMU_STREAMS (else defer). */
+int emu_set_streams(const char *spec);
 /* Fiber resume order: "forward", "reverse", "random" or "random:SEED". Returns 0, or -1 for a
  * spec it does not understand. The default comes from env SF_EMU_SCHEDULE (else forward). */
 int emu_set_schedule(const char *spec);
@@ -207,9 +219,10 @@ uint16_t emu_bf16_from_float(float f);
 float emu_bf16_to_float(uint16_t b);
 /* f rounded to TF32 (10 explicit mantissa bits, ties to even), still stored as a float. */
 float emu_tf32_round(float f);
-/* Counters since process start: launches, blocks, fiber switches (for tests/benchmarks). */
+/* Counters since process start: launches run, blocks, fiber switches, and the most operations
+ * ever queued on one stream at once (for tests/benchmarks). */
 typedef struct emu_stats {
-    unsigned long long launches, blocks, switches;
+    unsigned long long launches, blocks, switches, max_queued;
 } emu_stats;
 emu_stats emu_get_stats(void);
 
@@ -222,6 +235,7 @@ emu_stats emu_get_stats(void);
 #include <cmath>
 #include <cstring>
 #include <memory> /* before __noinline__ below: libstdc++ spells __attribute__((__noinline__)) */
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -232,8 +246,8 @@ emu_stats emu_get_stats(void);
 #define __forceinline__ inline
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
-/* Shared by the threads of a block: blocks run one after another on the launching OS thread,
- * so one copy per OS thread is the block's copy. */
+/* Shared by the threads of a block: blocks run one after another on the OS thread that runs
+ * the launch, so one copy per OS thread is the block's copy. */
 #define __shared__ static thread_local
 
 struct uint3 {
@@ -265,14 +279,54 @@ extern __thread dim3 gridDim;
 constexpr int warpSize = 32;
 
 /* -- launch (used by SF_LAUNCH in cuda_compat.h) -- */
+/* Checks the configuration (errors go to cudaGetLastError at once) and issues body(ctx) for
+ * every emulated thread on `stream`; drop(ctx) frees ctx once the launch is done with it. */
 void emu_launch_impl(const char *name, const char *file, int line, dim3 grid, dim3 block,
-                     size_t shmem, cudaStream_t stream, void (*body)(void *), void *ctx);
+                     size_t shmem, cudaStream_t stream, void (*body)(void *), void *ctx,
+                     void (*drop)(void *));
+/* A launch of a callable: body (copied at the launch) is called by every emulated thread. */
 template <class F>
 static inline void emu_launch(const char *name, const char *file, int line, dim3 grid, dim3 block,
                               size_t shmem, cudaStream_t stream, F body)
 {
     emu_launch_impl(name, file, line, grid, block, shmem, stream,
-                    [](void *p) { (*static_cast<F *>(p))(); }, &body);
+                    [](void *p) { (*static_cast<F *>(p))(); }, new F(body),
+                    [](void *p) { delete static_cast<F *>(p); });
+}
+/* A launch of kernel `k` whose call operator takes exactly the kernel's parameters, so the
+ * arguments convert as in kernel<<<...>>>(args) and are stored by value at the launch (CUDA
+ * copies them into the launch's parameter buffer): a host variable changed after the launch
+ * does not change the kernel's arguments. Each emulated thread gets its own copy. */
+template <class... P>
+struct emu_kernel_launch {
+    const char *name, *file;
+    int line;
+    dim3 grid, block;
+    size_t shmem;
+    cudaStream_t stream;
+    void (*k)(P...);
+    struct call {
+        void (*k)(P...);
+        std::tuple<P...> args;
+    };
+    void operator()(P... args) const
+    {
+        emu_launch_impl(
+            name, file, line, grid, block, shmem, stream,
+            [](void *p) {
+                const call *c = static_cast<const call *>(p);
+                std::tuple<P...> mine = c->args;
+                std::apply(c->k, std::move(mine));
+            },
+            new call{k, std::tuple<P...>(args...)}, [](void *p) { delete static_cast<call *>(p); });
+    }
+};
+template <class... P>
+static inline emu_kernel_launch<P...> emu_kernel(const char *name, const char *file, int line,
+                                                 dim3 grid, dim3 block, size_t shmem,
+                                                 cudaStream_t stream, void (*k)(P...))
+{
+    return emu_kernel_launch<P...>{name, file, line, grid, block, shmem, stream, k};
 }
 void *emu_dynamic_shared();
 
@@ -413,7 +467,7 @@ static inline unsigned __activemask(const char *f = __builtin_FILE(), int l = __
     return emu_activemask(f, l);
 }
 
-/* -- fences: a launch is synchronous and blocks run one at a time, so these only order the
+/* -- fences: launches run one at a time and so do blocks, so these only order the
  *    compiler (sequentially consistent atomics below carry the ordering the checker needs) -- */
 static inline void __threadfence() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }
 static inline void __threadfence_block() { __atomic_signal_fence(__ATOMIC_SEQ_CST); }

@@ -1,6 +1,6 @@
 # Emulator extras: the emulator's own test kernels (tests/emu_kernels/*.cu, compiled by the
-# generic $(BUILD)/emu/%.o rule) linked into build/tests/test_emu together with the emulator's
-# objects only, so test_emu does not depend on the rest of the library.
+# generic $(BUILD)/emu/%.o rule) linked into build/tests/test_emu and test_emu_stream together
+# with the emulator's objects only, so they do not depend on the rest of the library.
 # `make SF_EMU_UCONTEXT=1 ...` switches fibers to the portable ucontext implementation.
 ifdef SF_EMU_UCONTEXT
 EMU_FLAGS += -DSF_EMU_UCONTEXT
@@ -11,10 +11,12 @@ EMU_RUNTIME_OBJ     := $(patsubst %,$(BUILD)/%.o,$(EMU_SRC))
 
 $(BUILD)/tests/test_emu: $(BUILD)/tests/test_emu.o $(EMU_TEST_KERNEL_OBJ) $(EMU_RUNTIME_OBJ)
 	$(CXX) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(CRIT_LIBS) $(LDLIBS)
+$(BUILD)/tests/test_emu_stream: $(BUILD)/tests/test_emu_stream.o $(EMU_TEST_KERNEL_OBJ) $(EMU_RUNTIME_OBJ)
+	$(CXX) $(LDFLAGS) $(filter %.o %.a,$^) -o $@ $(CRIT_LIBS) $(LDLIBS)
 
 .PHONY: test-emu
-test-emu: $(BUILD)/tests/test_emu
-	@sh tests/run_all.sh $(BUILD) $(BUILD)/tests/test_emu
+test-emu: $(BUILD)/tests/test_emu $(BUILD)/tests/test_emu_stream
+	@sh tests/run_all.sh $(BUILD) $(BUILD)/tests/test_emu $(BUILD)/tests/test_emu_stream
 
 # ThreadSanitizer check of the emulator (Criterion itself cannot run under TSan, so this is a
 # plain program): well-formed kernels must give no report, the racy kernel must give one.

@@ -1,6 +1,8 @@
 /* cuBLAS under emulation: the same column-major calls, computed by OpenBLAS (cblas). Reduced
  * precision modes round the inputs as the tensor cores would read them (TF32: 10 mantissa
- * bits; BF16: 7), then accumulate in fp32; beta == 0 never reads C, as in cuBLAS. */
+ * bits; BF16: 7), then accumulate in fp32; beta == 0 never reads C, as in cuBLAS. Arguments
+ * are checked at the call; the computation is queued on the handle's stream (emu_stream.cpp),
+ * and alpha/beta are read at the call in host pointer mode, when the work runs in device mode. */
 #include "emu_internal.h"
 
 #include <cblas.h>
@@ -45,27 +47,62 @@ std::vector<float> pack(const void *src, cudaDataType type, int rows, int cols, 
 
 CBLAS_TRANSPOSE cb(cublasOperation_t t) { return t == CUBLAS_OP_N ? CblasNoTrans : CblasTrans; }
 
-cublasStatus_t gemm(const char *fn, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb,
-                    int m, int n, int k, float alpha, const void *A, cudaDataType at, int lda,
-                    const void *B, cudaDataType bt, int ldb, float beta, float *C, int ldc,
-                    Round r)
+/* A scalar argument: read at the call (host pointer mode) or when the queued work runs (device
+ * pointer mode, where the value may be produced by earlier work on the stream). */
+struct Scalar {
+    const float *p;
+    float v;
+    float get() const { return p ? *p : v; }
+};
+
+Scalar scalar(cublasHandle_t h, const void *p)
 {
-    if (!h)
-        return CUBLAS_STATUS_NOT_INITIALIZED;
-    if ((unsigned)ta > CUBLAS_OP_C || (unsigned)tb > CUBLAS_OP_C)
+    const float *f = (const float *)p;
+    if (h->pmode == CUBLAS_POINTER_MODE_DEVICE)
+        return Scalar{f, 0.0f};
+    return Scalar{nullptr, *f};
+}
+
+struct Gemm {
+    cublasOperation_t ta, tb;
+    int m, n, k;
+    Scalar alpha;
+    const void *A;
+    cudaDataType at;
+    int lda;
+    const void *B;
+    cudaDataType bt;
+    int ldb;
+    Scalar beta;
+    float *C;
+    int ldc;
+    Round r;
+};
+
+cublasStatus_t gemm_check(const char *fn, const Gemm &g)
+{
+    if ((unsigned)g.ta > CUBLAS_OP_C || (unsigned)g.tb > CUBLAS_OP_C)
         return bad(fn, "transa/transb is not a cublasOperation_t");
-    if (m < 0 || n < 0 || k < 0)
+    if (g.m < 0 || g.n < 0 || g.k < 0)
         return bad(fn, "m, n and k must be >= 0");
-    const int arows = ta == CUBLAS_OP_N ? m : k, acols = ta == CUBLAS_OP_N ? k : m;
-    const int brows = tb == CUBLAS_OP_N ? k : n, bcols = tb == CUBLAS_OP_N ? n : k;
-    if (lda < (arows > 1 ? arows : 1))
+    const int arows = g.ta == CUBLAS_OP_N ? g.m : g.k;
+    const int brows = g.tb == CUBLAS_OP_N ? g.k : g.n;
+    if (g.lda < (arows > 1 ? arows : 1))
         return bad(fn, "lda < max(1, rows of A as stored)");
-    if (ldb < (brows > 1 ? brows : 1))
+    if (g.ldb < (brows > 1 ? brows : 1))
         return bad(fn, "ldb < max(1, rows of B as stored)");
-    if (ldc < (m > 1 ? m : 1))
+    if (g.ldc < (g.m > 1 ? g.m : 1))
         return bad(fn, "ldc < max(1, m)");
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+void gemm_run(const Gemm &g)
+{
+    const int m = g.m, n = g.n, k = g.k, ldc = g.ldc;
+    const float alpha = g.alpha.get(), beta = g.beta.get();
+    float *C = g.C;
     if (m == 0 || n == 0)
-        return CUBLAS_STATUS_SUCCESS;
+        return;
     if (beta == 0.0f) /* C may hold garbage (NaN): cuBLAS does not read it */
         for (int j = 0; j < n; j++)
             memset(C + (size_t)j * (size_t)ldc, 0, sizeof(float) * (size_t)m);
@@ -74,17 +111,27 @@ cublasStatus_t gemm(const char *fn, cublasHandle_t h, cublasOperation_t ta, cubl
             for (int j = 0; j < n; j++)
                 for (int i = 0; i < m; i++)
                     C[(size_t)j * (size_t)ldc + (size_t)i] *= beta;
-        return CUBLAS_STATUS_SUCCESS;
+        return;
     }
-    if (at == CUDA_R_32F && bt == CUDA_R_32F && r == R_NONE) {
-        cblas_sgemm(CblasColMajor, cb(ta), cb(tb), m, n, k, alpha, (const float *)A, lda,
-                    (const float *)B, ldb, beta, C, ldc);
-        return CUBLAS_STATUS_SUCCESS;
+    if (g.at == CUDA_R_32F && g.bt == CUDA_R_32F && g.r == R_NONE) {
+        cblas_sgemm(CblasColMajor, cb(g.ta), cb(g.tb), m, n, k, alpha, (const float *)g.A, g.lda,
+                    (const float *)g.B, g.ldb, beta, C, ldc);
+        return;
     }
-    const std::vector<float> a = pack(A, at, arows, acols, lda, r);
-    const std::vector<float> b = pack(B, bt, brows, bcols, ldb, r);
-    cblas_sgemm(CblasColMajor, cb(ta), cb(tb), m, n, k, alpha, a.data(), arows > 0 ? arows : 1,
-                b.data(), brows > 0 ? brows : 1, beta, C, ldc);
+    const int arows = g.ta == CUBLAS_OP_N ? m : k, acols = g.ta == CUBLAS_OP_N ? k : m;
+    const int brows = g.tb == CUBLAS_OP_N ? k : n, bcols = g.tb == CUBLAS_OP_N ? n : k;
+    const std::vector<float> a = pack(g.A, g.at, arows, acols, g.lda, g.r);
+    const std::vector<float> b = pack(g.B, g.bt, brows, bcols, g.ldb, g.r);
+    cblas_sgemm(CblasColMajor, cb(g.ta), cb(g.tb), m, n, k, alpha, a.data(),
+                arows > 0 ? arows : 1, b.data(), brows > 0 ? brows : 1, beta, C, ldc);
+}
+
+cublasStatus_t gemm(const char *fn, cublasHandle_t h, const Gemm &g)
+{
+    const cublasStatus_t st = gemm_check(fn, g);
+    if (st != CUBLAS_STATUS_SUCCESS)
+        return st;
+    emu_enqueue(h->stream, [g]() { gemm_run(g); });
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -109,6 +156,7 @@ cublasStatus_t cublasDestroy(cublasHandle_t h)
 {
     if (!h)
         return CUBLAS_STATUS_NOT_INITIALIZED;
+    emu_drain_all(); /* cuBLAS documents an implicit cudaDeviceSynchronize here */
     delete h;
     return CUBLAS_STATUS_SUCCESS;
 }
@@ -156,7 +204,7 @@ cublasStatus_t cublasSetPointerMode(cublasHandle_t h, cublasPointerMode_t mode)
         return CUBLAS_STATUS_NOT_INITIALIZED;
     if ((unsigned)mode > CUBLAS_POINTER_MODE_DEVICE)
         return bad("cublasSetPointerMode", "not a cublasPointerMode_t");
-    h->pmode = mode; /* host and device memory are one here: both read *alpha directly */
+    h->pmode = mode; /* host and device memory are one here; the mode says when *alpha is read */
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -202,8 +250,9 @@ cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperati
         return CUBLAS_STATUS_NOT_INITIALIZED;
     if (!alpha || !beta)
         return bad("cublasSgemm", "alpha and beta must not be null");
-    return gemm("cublasSgemm", h, ta, tb, m, n, k, *alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F,
-                ldb, *beta, C, ldc, handle_round(h));
+    return gemm("cublasSgemm", h,
+                Gemm{ta, tb, m, n, k, scalar(h, alpha), A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb,
+                     scalar(h, beta), C, ldc, handle_round(h)});
 }
 
 cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
@@ -213,6 +262,8 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
                                          long long strideB, const float *beta, float *C,
                                          int ldc, long long strideC, int batch)
 {
+    if (!h)
+        return CUBLAS_STATUS_NOT_INITIALIZED;
     if (batch < 0)
         return bad("cublasSgemmStridedBatched", "batch < 0");
     for (int i = 0; i < batch; i++) {
@@ -255,8 +306,9 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
     if (algo != CUBLAS_GEMM_DEFAULT && algo != CUBLAS_GEMM_DEFAULT_TENSOR_OP &&
         ((int)algo < 0 || (int)algo > 123))
         return bad("cublasGemmEx", "not a cublasGemmAlgo_t");
-    return gemm("cublasGemmEx", h, ta, tb, m, n, k, *(const float *)alpha, A, Atype, lda, B,
-                Btype, ldb, *(const float *)beta, (float *)C, ldc, r);
+    return gemm("cublasGemmEx", h,
+                Gemm{ta, tb, m, n, k, scalar(h, alpha), A, Atype, lda, B, Btype, ldb,
+                     scalar(h, beta), (float *)C, ldc, r});
 }
 
 cublasStatus_t cublasSgemv(cublasHandle_t h, cublasOperation_t t, int m, int n,
@@ -270,11 +322,15 @@ cublasStatus_t cublasSgemv(cublasHandle_t h, cublasOperation_t t, int m, int n,
         return bad("cublasSgemv", "invalid argument (trans, m, n, lda, incx, incy)");
     if (m == 0 || n == 0) /* quick return, as cuBLAS */
         return CUBLAS_STATUS_SUCCESS;
-    const int ylen = t == CUBLAS_OP_N ? m : n;
-    if (*beta == 0.0f) /* y may hold garbage (NaN): cuBLAS does not read it */
-        for (int i = 0; i < ylen; i++)
-            y[(long long)i * (incy > 0 ? incy : -incy)] = 0.0f;
-    cblas_sgemv(CblasColMajor, cb(t), m, n, *alpha, A, lda, x, incx, *beta, y, incy);
+    const Scalar a = scalar(h, alpha), b = scalar(h, beta);
+    emu_enqueue(h->stream, [=]() {
+        const int ylen = t == CUBLAS_OP_N ? m : n;
+        const float bv = b.get();
+        if (bv == 0.0f) /* y may hold garbage (NaN): cuBLAS does not read it */
+            for (int i = 0; i < ylen; i++)
+                y[(long long)i * (incy > 0 ? incy : -incy)] = 0.0f;
+        cblas_sgemv(CblasColMajor, cb(t), m, n, a.get(), A, lda, x, incx, bv, y, incy);
+    });
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -288,19 +344,22 @@ cublasStatus_t cublasSgeam(cublasHandle_t h, cublasOperation_t ta, cublasOperati
         lda < (ta == CUBLAS_OP_N ? (m > 1 ? m : 1) : (n > 1 ? n : 1)) ||
         ldb < (tb == CUBLAS_OP_N ? (m > 1 ? m : 1) : (n > 1 ? n : 1)))
         return bad("cublasSgeam", "invalid argument (m, n, lda, ldb, ldc)");
-    const float a = *alpha, b = *beta;
-    std::vector<float> out((size_t)m * (size_t)n); /* C may alias A or B */
-    for (int j = 0; j < n; j++)
-        for (int i = 0; i < m; i++) {
-            float v = 0.0f;
-            if (a != 0.0f)
-                v += a * (ta == CUBLAS_OP_N ? A[(size_t)j * lda + i] : A[(size_t)i * lda + j]);
-            if (b != 0.0f)
-                v += b * (tb == CUBLAS_OP_N ? B[(size_t)j * ldb + i] : B[(size_t)i * ldb + j]);
-            out[(size_t)j * m + i] = v;
-        }
-    for (int j = 0; j < n; j++)
-        memcpy(C + (size_t)j * ldc, out.data() + (size_t)j * m, sizeof(float) * (size_t)m);
+    const Scalar sa = scalar(h, alpha), sb = scalar(h, beta);
+    emu_enqueue(h->stream, [=]() {
+        const float a = sa.get(), b = sb.get();
+        std::vector<float> out((size_t)m * (size_t)n); /* C may alias A or B */
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                float v = 0.0f;
+                if (a != 0.0f)
+                    v += a * (ta == CUBLAS_OP_N ? A[(size_t)j * lda + i] : A[(size_t)i * lda + j]);
+                if (b != 0.0f)
+                    v += b * (tb == CUBLAS_OP_N ? B[(size_t)j * ldb + i] : B[(size_t)i * ldb + j]);
+                out[(size_t)j * m + i] = v;
+            }
+        for (int j = 0; j < n; j++)
+            memcpy(C + (size_t)j * ldc, out.data() + (size_t)j * m, sizeof(float) * (size_t)m);
+    });
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -311,8 +370,9 @@ cublasStatus_t cublasSaxpy(cublasHandle_t h, int n, const float *alpha, const fl
         return CUBLAS_STATUS_NOT_INITIALIZED;
     if (!alpha || incx == 0 || incy == 0)
         return bad("cublasSaxpy", "invalid argument");
+    const Scalar a = scalar(h, alpha);
     if (n > 0)
-        cblas_saxpy(n, *alpha, x, incx, y, incy);
+        emu_enqueue(h->stream, [=]() { cblas_saxpy(n, a.get(), x, incx, y, incy); });
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -322,8 +382,9 @@ cublasStatus_t cublasSscal(cublasHandle_t h, int n, const float *alpha, float *x
         return CUBLAS_STATUS_NOT_INITIALIZED;
     if (!alpha || incx <= 0)
         return bad("cublasSscal", "invalid argument");
+    const Scalar a = scalar(h, alpha);
     if (n > 0)
-        cblas_sscal(n, *alpha, x, incx);
+        emu_enqueue(h->stream, [=]() { cblas_sscal(n, a.get(), x, incx); });
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -334,7 +395,10 @@ cublasStatus_t cublasSdot(cublasHandle_t h, int n, const float *x, int incx, con
         return CUBLAS_STATUS_NOT_INITIALIZED;
     if (!result)
         return bad("cublasSdot", "result must not be null");
-    *result = n > 0 ? cblas_sdot(n, x, incx, y, incy) : 0.0f;
+    emu_enqueue(h->stream, [=]() { *result = n > 0 ? cblas_sdot(n, x, incx, y, incy) : 0.0f; });
+    /* a result in host memory: cuBLAS returns once it is written */
+    if (h->pmode == CUBLAS_POINTER_MODE_HOST)
+        emu_stream_drain(h->stream);
     return CUBLAS_STATUS_SUCCESS;
 }
 

@@ -1,6 +1,12 @@
 /* NCCL under emulation (emu_nccl.h): communicators are MPI communicators split from
  * MPI_COMM_WORLD, all-reduces are MPI_Allreduce on the (host) device buffers, preceded by a
- * check that every rank makes the same call. */
+ * check that every rank makes the same call.
+ *
+ * A collective is not queued like other stream work (emu_stream.cpp): it first runs the work
+ * queued on its stream (and what that waits for), then the MPI calls at once. Queued, its MPI
+ * calls would run inside whatever later forces the stream, possibly after a host-side MPI call
+ * of the program (a barrier, a bcast) that the other ranks make in the other order: a deadlock
+ * no real run has. Running at the call is one of the orders a GPU allows. */
 #define OMPI_SKIP_MPICXX 1
 #include <mpi.h>
 
@@ -177,6 +183,8 @@ extern "C" ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size
         return fail(ncclInvalidArgument, "ncclAllReduce: buffers %p -> %p (%zu x %zu bytes) are not "
                     "inside cudaMalloc allocations (NCCL works on device memory)",
                     sendbuff, recvbuff, count, esz);
+    /* stream order: the work queued before the collective is its input */
+    cudaStreamSynchronize(stream);
     /* every rank must make the same call: compare (count, type, op) through max and -min */
     long long sig[6] = {(long long)count, (long long)datatype, (long long)op,
                         -(long long)count, -(long long)datatype, -(long long)op};
@@ -189,8 +197,6 @@ extern "C" ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size
                   "would hang or corrupt the sums",
                   comm->calls, comm->rank, count, (int)datatype, (int)op, -ext[3], ext[0], -ext[4],
                   ext[1], -ext[5], ext[2]);
-    /* stream order: the emulator completed all work queued on the stream before returning */
-    cudaStreamSynchronize(stream);
     const size_t slice = (size_t)1 << 30;
     for (size_t o = 0; o < count; o += slice) {
         const int c = (int)(count - o < slice ? count - o : slice);

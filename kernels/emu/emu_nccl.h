@@ -1,8 +1,9 @@
 /* NCCL under emulation: the slice of nccl.h that the CUDA backend calls, run over MPI on host
  * memory (emulated device memory is host memory). Every rank of the communicator must be an MPI
  * process of MPI_COMM_WORLD, and the host must have started MPI (host/dist_mpi.c) before
- * ncclCommInitRank. Collectives run when called: the emulator finishes every launch before it
- * returns, so the work queued on the stream before them is done (stream order holds). */
+ * ncclCommInitRank. Collectives run when called, after the work queued on their stream (and
+ * what it waits for) has run, so stream order holds (emu_nccl.cpp says why they are not
+ * queued). */
 #ifndef SF_EMU_NCCL_H
 #define SF_EMU_NCCL_H
 

@@ -1,26 +1,18 @@
 /* CUDA runtime API under emulation: device memory is host memory from malloc (so ASan sees
  * overruns) filled with 0xff bytes (NaN / -1) like uninitialised device memory; copies check
- * that the device side lies inside one cudaMalloc allocation; streams and events are
- * bookkeeping because every call completes before it returns. */
+ * that the device side lies inside one cudaMalloc allocation and run in stream order
+ * (emu_stream.cpp), with CUDA's rules for when the host side is read or written: pageable host
+ * memory at the call, pinned memory when the queued copy runs. */
 #include "emu_internal.h"
 
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <map>
+#include <memory>
 #include <mutex>
-#include <set>
-
-struct emu_stream {
-    unsigned flags;
-};
-struct emu_event {
-    unsigned flags;
-    bool recorded;
-    double ms;
-};
+#include <vector>
 
 namespace {
 
@@ -30,20 +22,29 @@ std::mutex mu;
 std::map<uintptr_t, size_t> dev_allocs;  /* base -> bytes */
 std::map<uintptr_t, size_t> host_allocs; /* pinned */
 size_t dev_bytes = 0;
-std::set<const emu_stream *> streams;
-std::set<const emu_event *> events;
 __thread cudaError_t last_error = cudaSuccess;
 
-/* Whether [p, p+n) lies inside one device allocation. */
-bool in_device(const void *p, size_t n)
+/* Whether [p, p+n) lies inside one allocation of m (mu held). */
+bool inside(const std::map<uintptr_t, size_t> &m, const void *p, size_t n)
 {
-    std::lock_guard<std::mutex> g(mu);
     const uintptr_t a = (uintptr_t)p;
-    auto it = dev_allocs.upper_bound(a);
-    if (it == dev_allocs.begin())
+    auto it = m.upper_bound(a);
+    if (it == m.begin())
         return false;
     --it;
     return a >= it->first && a - it->first <= it->second && n <= it->second - (a - it->first);
+}
+
+bool in_device(const void *p, size_t n)
+{
+    std::lock_guard<std::mutex> g(mu);
+    return inside(dev_allocs, p, n);
+}
+
+bool pinned(const void *p, size_t n)
+{
+    std::lock_guard<std::mutex> g(mu);
+    return inside(host_allocs, p, n);
 }
 
 cudaError_t fail(cudaError_t e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -58,39 +59,98 @@ cudaError_t fail(cudaError_t e, const char *fmt, ...)
     return emu_set_error(e);
 }
 
-double now_ms()
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
+/* A (possibly pitched) copy: `height` rows of `width` bytes. */
+struct Copy {
+    char *dst;
+    const char *src;
+    size_t dpitch, spitch, width, height;
+    size_t dspan() const { return height ? (height - 1) * dpitch + width : 0; }
+    size_t sspan() const { return height ? (height - 1) * spitch + width : 0; }
+    void run() const
+    {
+        for (size_t r = 0; r < height; r++)
+            memmove(dst + r * dpitch, src + r * spitch, width);
+    }
+};
 
-bool event_ok(cudaEvent_t e)
+/* Checks c (a copy of kind `kind`) and says which sides are device memory; cudaMemcpyDefault
+ * asks the allocation maps, as unified addressing does. */
+cudaError_t check_copy(const Copy &c, cudaMemcpyKind kind, const char *what, bool *dst_dev,
+                       bool *src_dev)
 {
-    std::lock_guard<std::mutex> g(mu);
-    return e && events.count(e);
-}
-
-cudaError_t copy(void *dst, const void *src, size_t n, cudaMemcpyKind kind, const char *what)
-{
-    if (n == 0)
-        return cudaSuccess;
     if ((unsigned)kind > (unsigned)cudaMemcpyDefault)
         return fail(cudaErrorInvalidMemcpyDirection, "%s: kind %d is not a cudaMemcpyKind", what,
                     (int)kind);
-    if (!dst || !src)
+    if (!c.dst || !c.src)
         return fail(cudaErrorInvalidValue, "%s: null pointer", what);
-    const bool dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
-    const bool src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
-    if (dst_dev && !in_device(dst, n))
+    if (kind == cudaMemcpyDefault) {
+        *dst_dev = in_device(c.dst, c.dspan());
+        *src_dev = in_device(c.src, c.sspan());
+        return cudaSuccess;
+    }
+    *dst_dev = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+    *src_dev = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+    if (*dst_dev && !in_device(c.dst, c.dspan()))
         return fail(cudaErrorInvalidValue,
                     "%s: destination %p (+%zu bytes) is not inside one cudaMalloc allocation",
-                    what, dst, n);
-    if (src_dev && !in_device(src, n))
+                    what, (void *)c.dst, c.dspan());
+    if (*src_dev && !in_device(c.src, c.sspan()))
         return fail(cudaErrorInvalidValue,
                     "%s: source %p (+%zu bytes) is not inside one cudaMalloc allocation", what,
-                    src, n);
-    memmove(dst, src, n);
+                    (const void *)c.src, c.sspan());
+    return cudaSuccess;
+}
+
+/* A synchronous copy: an op of the legacy stream, so after the work it waits for; CUDA may
+ * return from some of these (device to device) before the copy ran, here they complete. */
+cudaError_t sync_copy(const Copy &c, cudaMemcpyKind kind, const char *what)
+{
+    if (c.width == 0 || c.height == 0)
+        return cudaSuccess;
+    bool dd = false, sd = false;
+    const cudaError_t e = check_copy(c, kind, what, &dd, &sd);
+    if (e != cudaSuccess)
+        return e;
+    emu_legacy_drain();
+    c.run();
+    return cudaSuccess;
+}
+
+cudaError_t async_copy(const Copy &c, cudaMemcpyKind kind, cudaStream_t s, const char *what)
+{
+    if (!emu_stream_ok(s))
+        return emu_set_error(cudaErrorInvalidResourceHandle);
+    if (c.width == 0 || c.height == 0)
+        return cudaSuccess;
+    bool dd = false, sd = false;
+    const cudaError_t e = check_copy(c, kind, what, &dd, &sd);
+    if (e != cudaSuccess)
+        return e;
+    /* into pageable memory, or host to host: CUDA returns only once the copy is done */
+    if (!dd && (!sd || !pinned(c.dst, c.dspan()))) {
+        emu_stream_drain(s);
+        c.run();
+        return cudaSuccess;
+    }
+    /* from pageable memory: CUDA stages the source before returning, so read it now */
+    if (!sd && !pinned(c.src, c.sspan()) && emu_streams_deferred()) {
+        auto staged = std::make_shared<std::vector<char>>(c.src, c.src + c.sspan());
+        emu_enqueue(s, [c, staged]() {
+            Copy from = c;
+            from.src = staged->data();
+            from.run();
+        });
+        return cudaSuccess;
+    }
+    emu_enqueue(s, [c]() { c.run(); });
+    return cudaSuccess;
+}
+
+cudaError_t check_memset(void *p, size_t bytes, const char *what)
+{
+    if (!in_device(p, bytes))
+        return fail(cudaErrorInvalidValue,
+                    "%s: %p (+%zu bytes) is not inside one cudaMalloc allocation", what, p, bytes);
     return cudaSuccess;
 }
 
@@ -102,14 +162,6 @@ cudaError_t emu_set_error(cudaError_t e)
     if (e != cudaSuccess)
         last_error = e;
     return e;
-}
-
-int emu_stream_ok(cudaStream_t s)
-{
-    if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread)
-        return 1;
-    std::lock_guard<std::mutex> g(mu);
-    return streams.count(s) != 0;
 }
 
 int emu_in_device(const void *p, size_t n) { return in_device(p, n) ? 1 : 0; }
@@ -229,10 +281,12 @@ cudaError_t cudaMalloc(void **p, size_t bytes)
     return cudaSuccess;
 }
 
+/* cudaFree and cudaFreeHost synchronise the device, as in CUDA: queued work may use p. */
 cudaError_t cudaFree(void *p)
 {
     if (!p)
         return cudaSuccess;
+    emu_drain_all();
     {
         std::lock_guard<std::mutex> g(mu);
         auto it = dev_allocs.find((uintptr_t)p);
@@ -268,6 +322,7 @@ cudaError_t cudaFreeHost(void *p)
 {
     if (!p)
         return cudaSuccess;
+    emu_drain_all();
     {
         std::lock_guard<std::mutex> g(mu);
         auto it = host_allocs.find((uintptr_t)p);
@@ -281,15 +336,15 @@ cudaError_t cudaFreeHost(void *p)
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind)
 {
-    return copy(dst, src, bytes, kind, "cudaMemcpy");
+    return sync_copy(Copy{(char *)dst, (const char *)src, bytes, bytes, bytes, 1}, kind,
+                     "cudaMemcpy");
 }
 
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
                             cudaStream_t s)
 {
-    if (!emu_stream_ok(s))
-        return emu_set_error(cudaErrorInvalidResourceHandle);
-    return copy(dst, src, bytes, kind, "cudaMemcpyAsync");
+    return async_copy(Copy{(char *)dst, (const char *)src, bytes, bytes, bytes, 1}, kind, s,
+                      "cudaMemcpyAsync");
 }
 
 cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
@@ -297,31 +352,28 @@ cudaError_t cudaMemcpy2D(void *dst, size_t dpitch, const void *src, size_t spitc
 {
     if (width > dpitch || width > spitch)
         return emu_set_error(cudaErrorInvalidValue);
-    for (size_t r = 0; r < height; r++) {
-        const cudaError_t e = copy((char *)dst + r * dpitch, (const char *)src + r * spitch,
-                                   width, kind, "cudaMemcpy2D");
-        if (e != cudaSuccess)
-            return e;
-    }
-    return cudaSuccess;
+    return sync_copy(Copy{(char *)dst, (const char *)src, dpitch, spitch, width, height}, kind,
+                     "cudaMemcpy2D");
 }
 
 cudaError_t cudaMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_t spitch,
                               size_t width, size_t height, cudaMemcpyKind kind, cudaStream_t s)
 {
-    if (!emu_stream_ok(s))
-        return emu_set_error(cudaErrorInvalidResourceHandle);
-    return cudaMemcpy2D(dst, dpitch, src, spitch, width, height, kind);
+    if (width > dpitch || width > spitch)
+        return emu_set_error(cudaErrorInvalidValue);
+    return async_copy(Copy{(char *)dst, (const char *)src, dpitch, spitch, width, height}, kind,
+                      s, "cudaMemcpy2DAsync");
 }
 
+/* Synchronous here; CUDA may return before a memset of device memory ran. */
 cudaError_t cudaMemset(void *p, int value, size_t bytes)
 {
     if (bytes == 0)
         return cudaSuccess;
-    if (!in_device(p, bytes))
-        return fail(cudaErrorInvalidValue,
-                    "cudaMemset: %p (+%zu bytes) is not inside one cudaMalloc allocation", p,
-                    bytes);
+    const cudaError_t e = check_memset(p, bytes, "cudaMemset");
+    if (e != cudaSuccess)
+        return e;
+    emu_legacy_drain();
     memset(p, value, bytes);
     return cudaSuccess;
 }
@@ -330,7 +382,13 @@ cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t s)
 {
     if (!emu_stream_ok(s))
         return emu_set_error(cudaErrorInvalidResourceHandle);
-    return cudaMemset(p, value, bytes);
+    if (bytes == 0)
+        return cudaSuccess;
+    const cudaError_t e = check_memset(p, bytes, "cudaMemsetAsync");
+    if (e != cudaSuccess)
+        return e;
+    emu_enqueue(s, [p, value, bytes]() { memset(p, value, bytes); });
+    return cudaSuccess;
 }
 
 cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes)
@@ -340,106 +398,6 @@ cudaError_t cudaMemGetInfo(size_t *free_bytes, size_t *total_bytes)
     std::lock_guard<std::mutex> g(mu);
     *total_bytes = TOTAL_MEM;
     *free_bytes = TOTAL_MEM - dev_bytes;
-    return cudaSuccess;
-}
-
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int flags)
-{
-    if (!s || flags > cudaStreamNonBlocking)
-        return emu_set_error(cudaErrorInvalidValue);
-    emu_stream *st = new emu_stream{flags};
-    std::lock_guard<std::mutex> g(mu);
-    streams.insert(st);
-    *s = st;
-    return cudaSuccess;
-}
-
-cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
-
-cudaError_t cudaStreamDestroy(cudaStream_t s)
-{
-    std::lock_guard<std::mutex> g(mu);
-    if (!s || !streams.erase(s))
-        return emu_set_error(cudaErrorInvalidResourceHandle);
-    delete s;
-    return cudaSuccess;
-}
-
-cudaError_t cudaStreamSynchronize(cudaStream_t s)
-{
-    return emu_stream_ok(s) ? cudaSuccess : emu_set_error(cudaErrorInvalidResourceHandle);
-}
-
-cudaError_t cudaStreamQuery(cudaStream_t s) { return cudaStreamSynchronize(s); }
-
-cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int flags)
-{
-    if (!emu_stream_ok(s) || !event_ok(e))
-        return emu_set_error(cudaErrorInvalidResourceHandle);
-    return cudaSuccess;
-}
-
-cudaError_t cudaLaunchHostFunc(cudaStream_t s, cudaHostFn_t fn, void *user_data)
-{
-    if (!emu_stream_ok(s))
-        return emu_set_error(cudaErrorInvalidResourceHandle);
-    if (!fn)
-        return emu_set_error(cudaErrorInvalidValue);
-    fn(user_data);
-    return cudaSuccess;
-}
-
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
-cudaError_t cudaDeviceReset(void) { return cudaSuccess; }
-
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int flags)
-{
-    if (!e || flags > (cudaEventBlockingSync | cudaEventDisableTiming))
-        return emu_set_error(cudaErrorInvalidValue);
-    emu_event *ev = new emu_event{flags, false, 0.0};
-    std::lock_guard<std::mutex> g(mu);
-    events.insert(ev);
-    *e = ev;
-    return cudaSuccess;
-}
-
-cudaError_t cudaEventCreate(cudaEvent_t *e) { return cudaEventCreateWithFlags(e, 0); }
-
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s)
-{
-    if (!event_ok(e) || !emu_stream_ok(s))
-        return emu_set_error(cudaErrorInvalidResourceHandle);
-    e->recorded = true;
-    e->ms = now_ms();
-    return cudaSuccess;
-}
-
-cudaError_t cudaEventSynchronize(cudaEvent_t e)
-{
-    return event_ok(e) ? cudaSuccess : emu_set_error(cudaErrorInvalidResourceHandle);
-}
-
-cudaError_t cudaEventQuery(cudaEvent_t e) { return cudaEventSynchronize(e); }
-
-cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end)
-{
-    if (!ms)
-        return emu_set_error(cudaErrorInvalidValue);
-    if (!event_ok(start) || !event_ok(end) || (start->flags & cudaEventDisableTiming) ||
-        (end->flags & cudaEventDisableTiming))
-        return emu_set_error(cudaErrorInvalidResourceHandle);
-    if (!start->recorded || !end->recorded)
-        return emu_set_error(cudaErrorInvalidResourceHandle);
-    *ms = (float)(end->ms - start->ms);
-    return cudaSuccess;
-}
-
-cudaError_t cudaEventDestroy(cudaEvent_t e)
-{
-    std::lock_guard<std::mutex> g(mu);
-    if (!e || !events.erase(e))
-        return emu_set_error(cudaErrorInvalidResourceHandle);
-    delete e;
     return cudaSuccess;
 }
 

@@ -1,5 +1,5 @@
 /* Kernel launches under emulation: one fiber per CUDA thread, blocks one after another on the
- * launching OS thread. Barriers and warp intrinsics park the fiber; when no fiber can run, the
+ * OS thread that runs the launch (the one that forces its stream, emu_stream.cpp). Barriers and warp intrinsics park the fiber; when no fiber can run, the
  * scheduler completes whole warp groups (every lane named in the mask waiting in the same
  * intrinsic with the same mask) or the block barrier (every live thread waiting at the same
  * __syncthreads), and otherwise reports the deadlock or mask error and aborts.
@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -722,19 +723,79 @@ EMU_NO_TSAN void run_block(Sched *s, int mode)
 #endif
 }
 
+/* One launch as issued: the configuration and the kernel call with its arguments (ctx, freed
+ * with the last copy), run later in stream order. */
+struct Launch {
+    const char *name, *file;
+    int line;
+    dim3 grid, block;
+    size_t shmem;
+    int mode;
+    void (*body)(void *);
+    std::shared_ptr<void> ctx;
+};
+
+EMU_NO_TSAN void run_launch(const Launch &L)
+{
+    Sched *s = sched_get();
+    if (s->in_launch || tls_cur) /* only a host function could get here from a kernel */
+        emu_fatal("%s:%d: launch of %s runs inside another kernel; CUDA calls are not allowed in "
+                  "kernels or host functions",
+                  L.file, L.line, L.name);
+    if (s->rng_gen != sched_gen.load()) { /* a new schedule restarts the random sequence */
+        s->rng_gen = sched_gen.load();
+        s->rng = sched_seed.load();
+    }
+    const unsigned long long nt = (unsigned long long)L.block.x * L.block.y * L.block.z;
+    s->switches = 0;
+    while (s->pool.size() < nt)
+        s->pool.push_back(fiber_new(s));
+    s->in_launch = true;
+    s->body = L.body;
+    s->ctx = L.ctx.get();
+    s->kname = L.name;
+    s->kfile = L.file;
+    s->kline = L.line;
+    s->grid = L.grid;
+    s->block = L.block;
+    s->nthreads = (unsigned)nt;
+    s->dyn_size = L.shmem;
+    s->dyn = nullptr;
+    if (L.shmem && posix_memalign((void **)&s->dyn, 16, L.shmem) != 0)
+        emu_fatal("cannot allocate %zu bytes of dynamic shared memory", L.shmem);
+    gridDim = L.grid;
+    blockDim = L.block;
+    for (unsigned z = 0; z < L.grid.z; z++)
+        for (unsigned y = 0; y < L.grid.y; y++)
+            for (unsigned x = 0; x < L.grid.x; x++) {
+                blockIdx = uint3{x, y, z};
+                run_block(s, L.mode);
+                st_blocks.fetch_add(1, std::memory_order_relaxed);
+            }
+    free(s->dyn);
+    s->dyn = nullptr;
+    s->dyn_size = 0;
+    s->in_launch = false;
+    st_switches.fetch_add(s->switches, std::memory_order_relaxed);
+    st_launches.fetch_add(1, std::memory_order_relaxed);
+}
+
 } // namespace
 
 /* ---- entry points ----------------------------------------------------------------------- */
+/* The configuration is checked here, at the launch, as CUDA reports it to cudaGetLastError
+ * right away; the kernel runs when its stream reaches it. */
 EMU_NO_TSAN void emu_launch_impl(const char *name, const char *file, int line, dim3 grid,
                                  dim3 block, size_t shmem, cudaStream_t stream,
-                                 void (*body)(void *), void *ctx)
+                                 void (*body)(void *), void *ctx, void (*drop)(void *))
 {
     init_schedule_from_env();
-    Sched *s = sched_get();
-    if (s->in_launch || tls_cur)
+    if (tls_cur || (tls_sched && tls_sched->in_launch)) {
+        drop(ctx);
         emu_fatal("%s:%d: launch of %s from inside a kernel (dynamic parallelism) is not "
                   "emulated",
                   file, line, name);
+    }
     const unsigned long long nt = (unsigned long long)block.x * block.y * block.z;
     const char *bad = nullptr;
     cudaError_t err = cudaErrorInvalidConfiguration;
@@ -758,45 +819,14 @@ EMU_NO_TSAN void emu_launch_impl(const char *name, const char *file, int line, d
                 "saeforge-emu: launch of %s at %s:%d with grid (%u,%u,%u), block (%u,%u,%u), "
                 "%zu bytes of shared memory fails: %s\n",
                 name, file, line, grid.x, grid.y, grid.z, block.x, block.y, block.z, shmem, bad);
+        drop(ctx);
         emu_set_error(err);
         return;
     }
-    const int mode = sched_mode.load();
-    if (s->rng_gen != sched_gen.load()) { /* a new schedule restarts the random sequence */
-        s->rng_gen = sched_gen.load();
-        s->rng = sched_seed.load();
-    }
-    s->switches = 0;
-    while (s->pool.size() < nt)
-        s->pool.push_back(fiber_new(s));
-    s->in_launch = true;
-    s->body = body;
-    s->ctx = ctx;
-    s->kname = name;
-    s->kfile = file;
-    s->kline = line;
-    s->grid = grid;
-    s->block = block;
-    s->nthreads = (unsigned)nt;
-    s->dyn_size = shmem;
-    s->dyn = nullptr;
-    if (shmem && posix_memalign((void **)&s->dyn, 16, shmem) != 0)
-        emu_fatal("cannot allocate %zu bytes of dynamic shared memory", shmem);
-    gridDim = grid;
-    blockDim = block;
-    for (unsigned z = 0; z < grid.z; z++)
-        for (unsigned y = 0; y < grid.y; y++)
-            for (unsigned x = 0; x < grid.x; x++) {
-                blockIdx = uint3{x, y, z};
-                run_block(s, mode);
-                st_blocks.fetch_add(1, std::memory_order_relaxed);
-            }
-    free(s->dyn);
-    s->dyn = nullptr;
-    s->dyn_size = 0;
-    s->in_launch = false;
-    st_switches.fetch_add(s->switches, std::memory_order_relaxed);
-    st_launches.fetch_add(1, std::memory_order_relaxed);
+    /* the schedule in force at the launch, as the caller chose it for this kernel */
+    const Launch L{name, file, line, grid, block, shmem, sched_mode.load(), body,
+                   std::shared_ptr<void>(ctx, drop)};
+    emu_enqueue(stream, [L]() { run_launch(L); });
 }
 
 void *emu_dynamic_shared()
@@ -877,5 +907,6 @@ extern "C" emu_stats emu_get_stats(void)
     r.launches = st_launches.load();
     r.blocks = st_blocks.load();
     r.switches = st_switches.load();
+    r.max_queued = emu_max_queued();
     return r;
 }

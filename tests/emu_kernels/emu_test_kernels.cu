@@ -174,6 +174,24 @@ void tk_dims(int *out, cudaStream_t s)
     SF_LAUNCH(k_dims, dim3(2, 1, 2), dim3(4, 3, 2), 0, s, out);
 }
 
+static __global__ void k_fill(int *out, int n, int value)
+{
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x)
+        out[i] = value;
+}
+
+void tk_fill(int *out, int n, int value, cudaStream_t s)
+{
+    SF_LAUNCH(k_fill, 2, 64, 0, s, out, n, value);
+}
+
+/* The arguments read host state through a pointer, as the backend's SF_LAUNCH(..., c->lat)
+ * does: what the kernel gets must be what they were at the launch. */
+void tk_fill_args(const tk_fill_spec *a, cudaStream_t s)
+{
+    SF_LAUNCH(k_fill, 2, 64, 0, s, a->out, a->n, a->value);
+}
+
 static __global__ void k_nop(int *out)
 {
     if (out)
@@ -194,6 +212,7 @@ cudaError_t tk_bad_launch(int which)
 }
 
 /* ---- faulty kernels ------------------------------------------------------------------- */
+/* Each launcher synchronises: a fault shows when the kernel runs, not when it is queued. */
 static int *scratch(void)
 {
     int *p = nullptr;
@@ -208,7 +227,11 @@ static __global__ void k_deadlock(int *out)
         __syncthreads();
     out[threadIdx.x] = 1;
 }
-void tk_deadlock(void) { SF_LAUNCH(k_deadlock, 2, 64, 0, 0, scratch()); }
+void tk_deadlock(void)
+{
+    SF_LAUNCH(k_deadlock, 2, 64, 0, 0, scratch());
+    CUDA_CHECK(cudaDeviceSynchronize());
+}
 
 const int tk_bad_mask_line = __LINE__ + 6;
 static __global__ void k_bad_mask(int *out)
@@ -218,7 +241,11 @@ static __global__ void k_bad_mask(int *out)
     const unsigned m = lane == 3 ? 0x7u : 0xffffffffu;
     out[threadIdx.x] = __shfl_sync(m, lane, 0);
 }
-void tk_bad_mask(void) { SF_LAUNCH(k_bad_mask, 1, 32, 0, 0, scratch()); }
+void tk_bad_mask(void)
+{
+    SF_LAUNCH(k_bad_mask, 1, 32, 0, 0, scratch());
+    CUDA_CHECK(cudaDeviceSynchronize());
+}
 
 const int tk_mask_mismatch_line = __LINE__ + 4;
 static __global__ void k_mask_mismatch(int *out)
@@ -227,7 +254,11 @@ static __global__ void k_mask_mismatch(int *out)
     const int v = lane < 16 ? __shfl_xor_sync(0xffffffffu, lane, 1) : __shfl_xor_sync(0xfffffffeu, lane, 1);
     out[threadIdx.x] = v;
 }
-void tk_mask_mismatch(void) { SF_LAUNCH(k_mask_mismatch, 1, 32, 0, 0, scratch()); }
+void tk_mask_mismatch(void)
+{
+    SF_LAUNCH(k_mask_mismatch, 1, 32, 0, 0, scratch());
+    CUDA_CHECK(cudaDeviceSynchronize());
+}
 
 static __global__ void k_exited_lane(int *out)
 {
@@ -236,7 +267,11 @@ static __global__ void k_exited_lane(int *out)
         return;
     out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, lane, 1);
 }
-void tk_exited_lane(void) { SF_LAUNCH(k_exited_lane, 1, 64, 0, 0, scratch()); }
+void tk_exited_lane(void)
+{
+    SF_LAUNCH(k_exited_lane, 1, 64, 0, 0, scratch());
+    CUDA_CHECK(cudaDeviceSynchronize());
+}
 
 const int tk_split_line1 = __LINE__ + 5;
 static __global__ void k_split_barriers(int *out)
@@ -251,7 +286,11 @@ static __global__ void k_split_barriers(int *out)
     }
     out[threadIdx.x] = sh[threadIdx.x];
 }
-void tk_split_barriers(void) { SF_LAUNCH(k_split_barriers, 1, 64, 0, 0, scratch()); }
+void tk_split_barriers(void)
+{
+    SF_LAUNCH(k_split_barriers, 1, 64, 0, 0, scratch());
+    CUDA_CHECK(cudaDeviceSynchronize());
+}
 
 static __global__ void k_racy(int *out, int with_barrier)
 {
@@ -262,12 +301,24 @@ static __global__ void k_racy(int *out, int with_barrier)
         __syncthreads();
     out[threadIdx.x] = sh;
 }
-void tk_racy(int *out) { SF_LAUNCH(k_racy, 1, 64, 0, 0, out, 0); }
-void tk_not_racy(int *out) { SF_LAUNCH(k_racy, 1, 64, 0, 0, out, 1); }
+void tk_racy(int *out)
+{
+    SF_LAUNCH(k_racy, 1, 64, 0, 0, out, 0);
+    CUDA_CHECK(cudaDeviceSynchronize());
+}
+void tk_not_racy(int *out)
+{
+    SF_LAUNCH(k_racy, 1, 64, 0, 0, out, 1);
+    CUDA_CHECK(cudaDeviceSynchronize());
+}
 
 static __global__ void k_dyn_overflow(int n)
 {
     SF_DYN_SHARED(float, dyn);
     dyn[threadIdx.x + 1] = 1.0f; /* thread n-1 writes dyn[n] */
 }
-void tk_dyn_overflow(void) { SF_LAUNCH(k_dyn_overflow, 1, 32, 32 * sizeof(float), 0, 32); }
+void tk_dyn_overflow(void)
+{
+    SF_LAUNCH(k_dyn_overflow, 1, 32, 32 * sizeof(float), 0, 32);
+    CUDA_CHECK(cudaDeviceSynchronize());
+}

@@ -29,6 +29,14 @@ void tk_sync_preds(const int *pred, int *out, int blocks, cudaStream_t s);
 /* A 3-D block: out[t] = linear index of (threadIdx.x, .y, .z) recomputed from the built-ins,
  * plus blockDim and gridDim; out: (blocks * 4*3*2 * 3). */
 void tk_dims(int *out, cudaStream_t s);
+/* out[0..n) = value. */
+void tk_fill(int *out, int n, int value, cudaStream_t s);
+typedef struct tk_fill_spec {
+    int *out;
+    int n, value;
+} tk_fill_spec;
+/* tk_fill with the arguments read from *a when launching. */
+void tk_fill_args(const tk_fill_spec *a, cudaStream_t s);
 /* Launch with a bad configuration and return cudaGetLastError (no abort). */
 cudaError_t tk_bad_launch(int which);
 
