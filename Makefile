@@ -124,7 +124,7 @@ CUDA_LIBS  := -L$(CUDA_DIR)/lib64 -Wl,-rpath,$(CUDA_DIR)/lib64 -lnccl -lcublasLt
 CUDA_OBJ   := $(CU_SRC:%.cu=$(BUILD)/cuda/%.o)
 $(BUILD)/cuda/%.o: %.cu | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
 $(BUILD)/cuda/backend_open.o: $(VARIANT_SRC) | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -DSF_WITH_CUDA -I$(CUDA_DIR)/include -c $< -o $@
