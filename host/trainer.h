@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "../data/shard.h"
+#include "../data/stream.h"
 #include "../kernels/backend.h"
 #include "../kernels/dist.h"
 #include "ckpt.h"
@@ -101,6 +102,18 @@ int trainer_run(trainer *t, int resume, sf_err *err);
 void trainer_cleanup_failed(trainer *t);
 
 void trainer_free(trainer *t);
+
+/* Shared by trainer.c and trainer_loop.c. */
+double trainer_now(void); /* monotonic seconds */
+/* A stream over the rows [begin, end) of the training set with the run's batch and shuffle. */
+shard_stream_cfg trainer_stream_cfg(const trainer *t, int loop, int64_t begin, int64_t end,
+                                    float scale, int want_g, int ranked);
+/* The member's inference-rule metrics over the eval set, summed into *acc. */
+int trainer_evaluate(trainer *t, tr_member *m, sae_metrics *acc, int k, sf_err *err);
+
+/* The loop (host/trainer_loop.c): steps start..total_steps-1, saving on checkpoint steps, at the
+ * end and on a signal (SF_EFAIL naming the signal after its checkpoint). */
+int trainer_loop(trainer *t, int64_t start, sf_err *err);
 
 /* Checkpoint side (host/trainer_ckpt.c). */
 /* Every live member saves its checkpoint; in a sweep, then sweep_state.json names the step
