@@ -2,7 +2,6 @@
  * reading rows as float32 chunk-aligned through a cache of open handles. HDF5 (serial build) is
  * not thread-safe, so every HDF5 call is made under one process-wide recursive mutex. */
 #include "shard.h"
-#include "../kernels/input16.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -31,11 +30,28 @@ static uint32_t f2u(float f)
     return u;
 }
 
-/* One definition with the device's widening (kernels/input16.h): the 16-bit upload widens on the
- * device what the stream widens here, and the two must agree bit for bit. */
-float shard_f16_to_f32(uint16_t h) { return input16_f16_to_f32(h); }
+static float u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
-float shard_bf16_to_f32(uint16_t h) { return input16_bf16_to_f32(h); }
+float shard_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h >> 15) << 31;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    if (exp == 0) {
+        /* zero or subnormal: man * 2^-24 is exact in float32 */
+        float v = ldexpf((float)man, -24);
+        return sign ? -v : v;
+    }
+    if (exp == 31)
+        return u2f(sign | 0x7f800000u | (man << 13)); /* inf, or NaN keeping its payload */
+    return u2f(sign | ((exp - 15 + 127) << 23) | (man << 13));
+}
+
+float shard_bf16_to_f32(uint16_t h) { return u2f((uint32_t)h << 16); }
 
 uint16_t shard_f32_to_f16(float f)
 {

@@ -23,8 +23,7 @@ static float u2f(uint32_t u)
     return f;
 }
 
-/* The one f16 widening on the host (data/shard.c's shard_f16_to_f32 is this): the device kernel
- * and the stream must agree bit for bit. */
+/* data/shard.c's shard_f16_to_f32, bit for bit: the device kernel and the stream must agree. */
 float input16_f16_to_f32(uint16_t h)
 {
     const uint32_t sign = (uint32_t)(h >> 15) << 31;
