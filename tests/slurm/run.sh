@@ -121,8 +121,10 @@ fi
 
 # (f) data parallel: --ntasks-per-node 2 starts 2 ranks through srun (--mpi=pmix); the weights
 # equal a 1-rank run of the same global batch up to summation order. Batch 768: whole 96-row
-# GEMM blocks on each rank (see tests/test_dist.c).
-set -- --set train.total_tokens=196608 --set train.batch_tokens=768 --set train.threads=1
+# GEMM blocks on each rank (see tests/test_dist.c). 64 steps: with topk's unit init the two runs
+# agree to ~1e-7 for ~100 steps, then one top-k tie flips on a last-bit difference of the
+# gradient sums and they drift apart (3.5% by step 256), which is not what this checks.
+set -- --set train.total_tokens=49152 --set train.batch_tokens=768 --set train.threads=1
 "$bin" train quick.yaml "$@" --set out_dir=reff --set log.progress=off >reff.log 2>&1
 id=$("$bin" submit quick.yaml "$@" --ntasks-per-node 2 --set out_dir=runf 2>f.err)
 st=$(wait_job "$id" 600)
