@@ -300,7 +300,7 @@ static void cu_eval_batch(sae_backend *be, const float *x, const float *g, int B
     }
     SF_CHECK(B > 0 && B <= c->max_B && k > 0);
     cudaStream_t cs = c->cs;
-    infer_code(c, x, g, B, k);
+    const long long used = infer_code(c, x, g, B, k);
     CUDA_CHECK(cudaMemsetAsync(c->res, 0, R_COUNT * sizeof(double), cs));
     CUDA_CHECK(cudaMemsetAsync(c->d_count, 0, sizeof(int), cs));
     decode_cuda(c->row_ptr, c->e_lat, c->e_val, c->P.W_dec, c->P.b_dec, B, c->d, c->n, c->xhat,
@@ -313,10 +313,7 @@ static void cu_eval_batch(sae_backend *be, const float *x, const float *g, int B
         loss_gw_cuda(c->g, c->x, c->xhat, c->mean, B, c->d, c->res + R_GWN, c->res + R_GWD,
                      c->loss_ws, cs);
     }
-    SF_LAUNCH(count_entries_kernel, 256, 256, 0, cs, (const int *)c->row_ptr,
-              (const int *)c->e_lat, B, c->d_count);
-    SF_LAUNCH(finalize_kernel, 1, 1, 0, cs, (const int *)c->d_count, (const float *)c->d_theta,
-              (const int *)NULL, c->res);
+    cu_count_results(c, c->e_lat, (int)used, B, NULL);
     CUDA_CHECK(cudaMemcpyAsync(c->h_res, c->res, R_COUNT * sizeof(double), cudaMemcpyDeviceToHost,
                                cs));
     CUDA_CHECK(cudaStreamSynchronize(cs));

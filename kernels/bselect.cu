@@ -200,13 +200,7 @@ static __global__ void bsel_scan_kernel(const bsel_state *st, int B, const unsig
         row_ptr[r] = (int)cnt;
         c += cnt;
     }
-    unsigned total;
-    unsigned off = sel_block_scan(c, ws, &total);
-    for (int r = r0; r < r1; r++) {
-        const unsigned cnt = (unsigned)row_ptr[r];
-        row_ptr[r] = (int)off;
-        off += cnt;
-    }
+    const unsigned total = sel_block_offsets(row_ptr, r0, r1, c, ws);
     if (threadIdx.x == 0) {
         row_ptr[B] = (int)total;
         *min_kept = total == 0 ? 0.0f : __uint_as_float(need ? st->teq : st->minkey);

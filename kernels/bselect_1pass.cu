@@ -184,13 +184,7 @@ static __global__ void bsel_decide_kernel(bsel_state *st, int nt, unsigned Kc, u
     unsigned c = 0;
     for (int t = t0; t < t1; t++)
         c += tile_off[t];
-    unsigned total;
-    unsigned off = sel_block_scan(c, ws, &total);
-    for (int t = t0; t < t1; t++) {
-        const unsigned cnt = tile_off[t];
-        tile_off[t] = off;
-        off += cnt;
-    }
+    const unsigned total = sel_block_offsets(tile_off, t0, t1, c, ws);
     if (threadIdx.x == 0) {
         tile_off[nt] = total; /* == m */
         st->path = BSEL_PATH_FAST;

@@ -47,13 +47,7 @@ static __global__ void thr_scan_kernel(int *row_ptr, int B)
     unsigned c = 0;
     for (int r = r0; r < r1; r++)
         c += (unsigned)row_ptr[r];
-    unsigned total;
-    unsigned off = sel_block_scan(c, ws, &total);
-    for (int r = r0; r < r1; r++) {
-        const unsigned cnt = (unsigned)row_ptr[r];
-        row_ptr[r] = (int)off;
-        off += cnt;
-    }
+    const unsigned total = sel_block_offsets(row_ptr, r0, r1, c, ws);
     if (threadIdx.x == 0)
         row_ptr[B] = (int)total;
 }

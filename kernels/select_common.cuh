@@ -88,6 +88,21 @@ static __device__ inline unsigned sel_block_scan(unsigned v, unsigned *ws, unsig
     return before + x - v;
 }
 
+/* Counts -> exclusive offsets in place over the block: each thread owns the run a[i0, i1) whose
+ * sum is c. Returns the block's total. Every thread of the block must call it (sel_block_scan). */
+template <class T>
+static __device__ inline unsigned sel_block_offsets(T *a, int i0, int i1, unsigned c, unsigned *ws)
+{
+    unsigned total;
+    unsigned off = sel_block_scan(c, ws, &total);
+    for (int i = i0; i < i1; i++) {
+        const unsigned cnt = (unsigned)a[i];
+        a[i] = (T)off;
+        off += cnt;
+    }
+    return total;
+}
+
 /* Radix digit pick over hist[0, nb): the digit D with count(digit > D) < kk <= count(digit >= D).
  * Writes sh[0] = D, sh[1] = count(digit > D), sh[3] = hist[D] (only when total >= kk) and
  * sh[2] = total. Ends with a barrier: every thread may read sh afterwards. */
