@@ -18,6 +18,8 @@
 
 static char out[65536];
 
+
+
 /* mpirun as root needs both variables; --bind-to none: ranks share the test machine's cores.
  * Under test-asan the ranks keep ASan's memory checks but not LeakSanitizer: OpenMPI leaves its
  * plugins' allocations behind at MPI_Finalize (dlclosed, so no suppression can name them). */
@@ -40,18 +42,18 @@ static const char *make_data(const char *dir)
  * ragged block the last bits of pre differ, and one near tie at a top-k boundary then makes
  * the runs part ways (a discrete choice, not rounding), which no tolerance would absorb. */
 static void write_cfg(const char *path, const char *run, const char *data, const char *arch,
-                      int steps, const char *extra)
+                      int n, int steps, const char *extra)
 {
     char text[4096];
     snprintf(text, sizeof text,
              "seed: 3\nout_dir: %s\nbackend: cpu\n"
              "data:\n  path: %s\n  shuffle_buffer: 1000\n  eval_tokens: 1000\n"
-             "sae:\n  arch: %s\n  n_latents: 96\n  k: 4\n  dead_tokens: 768\n  aux_k: 8\n%s"
+             "sae:\n  arch: %s\n  n_latents: %d\n  k: 4\n  dead_tokens: 768\n  aux_k: 8\n%s"
              "train:\n  batch_tokens: 384\n  total_tokens: %d\n  lr: 0.003\n  threads: 1\n"
              "  warmup_steps: 10\n  schedule: linear\n"
              "checkpoint:\n  every_steps: 40\n  keep: 2\n"
              "log:\n  every_steps: 10\n  progress: off\n%s",
-             run, data, arch,
+             run, data, arch, n,
              !strcmp(arch, "matryoshka") ? "  matryoshka_prefixes: [24, 48, 96]\n" : "",
              384 * steps, extra);
     tcli_write(path, text);
@@ -124,7 +126,7 @@ Test(dist, two_ranks_equal_one_rank_for_every_arch, .timeout = 600)
         snprintf(cfg, sizeof cfg, "%s/%s.yaml", dir, archs[a]);
         snprintf(one, sizeof one, "%s/%s_1", dir, archs[a]);
         snprintf(two, sizeof two, "%s/%s_2", dir, archs[a]);
-        write_cfg(cfg, one, data, archs[a], 200, "");
+        write_cfg(cfg, one, data, archs[a], 96, 200, "");
         cr_assert_eq(tcli_run(out, sizeof out, "%s train %s", tcli_bin(), cfg), 0, "%s", out);
         cr_assert_eq(tcli_run(out, sizeof out, "%s -np 2 %s train %s --set out_dir=%s", MPIRUN,
                               tcli_bin(), cfg, two), 0, "%s", out);
@@ -149,7 +151,7 @@ Test(dist, f16_upload_on_two_cuda_ranks_matches_float_upload, .timeout = 300)
     cr_assert_eq(tcli_run(out, sizeof out, "%s synth --out %s --d 16 --features 64 --tokens 8192 "
                           "--k 3 --seed 5 --gradients --dtype f16", tcli_bin(), data), 0, "%s", out);
     snprintf(cfg, sizeof cfg, "%s/gsae.yaml", dir);
-    write_cfg(cfg, "unused", data, "gsae", 12, "");
+    write_cfg(cfg, "unused", data, "gsae", 96, 12, "");
     const char *note = "float16 shards: batches go to the backend in float16";
     for (int i = 0; i < 2; i++) {
         snprintf(run[i], sizeof run[i], "%s/%s", dir, i ? "f32" : "f16");
@@ -176,7 +178,7 @@ Test(dist, a_sweep_on_two_ranks_equals_one_rank, .timeout = 300)
     snprintf(cfg, sizeof cfg, "%s/sw.yaml", dir);
     snprintf(one, sizeof one, "%s/sw1", dir);
     snprintf(two, sizeof two, "%s/sw2", dir);
-    write_cfg(cfg, one, data, "batchtopk", 120, "sweep:\n  sae.k: [3, 6]\n");
+    write_cfg(cfg, one, data, "batchtopk", 96, 120, "sweep:\n  sae.k: [3, 6]\n");
     cr_assert_eq(tcli_run(out, sizeof out, "%s train %s", tcli_bin(), cfg), 0, "%s", out);
     cr_assert_eq(tcli_run(out, sizeof out, "%s -np 2 %s train %s --set out_dir=%s", MPIRUN,
                           tcli_bin(), cfg, two), 0, "%s", out);
@@ -198,7 +200,7 @@ Test(dist, bad_global_batch_is_refused_once, .timeout = 120)
     char cfg[800], run[800];
     snprintf(cfg, sizeof cfg, "%s/c.yaml", dir);
     snprintf(run, sizeof run, "%s/run", dir);
-    write_cfg(cfg, run, data, "topk", 20, "");
+    write_cfg(cfg, run, data, "topk", 96, 20, "");
     int rc = tcli_run(out, sizeof out, "%s -np 3 %s train %s --set train.batch_tokens=256", MPIRUN,
                       tcli_bin(), cfg);
     cr_assert_neq(rc, 0, "%s", out);
@@ -274,30 +276,49 @@ static int wait_for(pid_t pid, double secs)
     }
 }
 
-static void wait_path(const char *path, double secs)
+/* Waits up to `secs` for the first complete checkpoint of run while job still runs, polling
+ * every 5 ms: a 400-step job here lasts about half a second, and with keep: 2 an early step's
+ * directory is pruned within milliseconds, so any step will do. */
+static void wait_ckpt(const char *run, pid_t job, double secs)
 {
-    for (int i = 0; i < secs * 20 && !fs_exists(path); i++)
-        usleep(50000);
-    cr_assert(fs_exists(path), "%s did not appear within %g s", path, secs);
+    char dir[900], done[1200];
+    snprintf(dir, sizeof dir, "%s/checkpoints", run);
+    for (int i = 0; i < secs * 200; i++) {
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        int found = 0;
+        while (d && !found && (e = readdir(d))) {
+            snprintf(done, sizeof done, "%s/%s/DONE", dir, e->d_name);
+            found = !strncmp(e->d_name, "step_", 5) && fs_exists(done);
+        }
+        if (d)
+            closedir(d);
+        if (found)
+            return;
+        int st;
+        cr_assert_neq(waitpid(job, &st, WNOHANG), job,
+                      "the job ended before the test could act on it: make it longer");
+        usleep(5000);
+    }
+    cr_assert_fail("no checkpoint in %s within %g s", dir, secs);
 }
 
 Test(dist, kill9_then_resume_on_two_and_on_one_rank, .timeout = 600)
 {
     const char *dir = tcli_tmpdir(2);
     const char *data = make_data(dir);
-    char cfg[800], ref[800], run[800], a[800], b[800], cmd[4096], log[900], ck[900];
+    char cfg[800], ref[800], run[800], a[800], b[800], cmd[4096], log[900];
     snprintf(cfg, sizeof cfg, "%s/c.yaml", dir);
     snprintf(ref, sizeof ref, "%s/ref", dir);
     snprintf(run, sizeof run, "%s/run", dir);
     snprintf(a, sizeof a, "%s/resume2", dir);
     snprintf(b, sizeof b, "%s/resume1", dir);
-    write_cfg(cfg, ref, data, "batchtopk", 400, "");
+    write_cfg(cfg, ref, data, "batchtopk", 96, 400, "");
     cr_assert_eq(tcli_run(out, sizeof out, "%s train %s", tcli_bin(), cfg), 0, "%s", out);
     snprintf(cmd, sizeof cmd, "%s -np 2 %s train %s --set out_dir=%s", MPIRUN, tcli_bin(), cfg, run);
     snprintf(log, sizeof log, "%s/bg.log", dir);
     pid_t job = start_bg(cmd, log);
-    snprintf(ck, sizeof ck, "%s/checkpoints/step_80/DONE", run);
-    wait_path(ck, 240);
+    wait_ckpt(run, job, 240);
     kill(-job, SIGKILL);
     cr_assert_neq(wait_for(job, 30), -1, "the killed job is gone");
     usleep(300000); /* the ranks, re-parented, die with their group */
@@ -318,17 +339,16 @@ static void fault_case(int hang)
 {
     const char *dir = tcli_tmpdir(hang ? 4 : 3);
     const char *data = make_data(dir);
-    char cfg[800], run[800], cmd[4096], log[900], ck[900], tag[64];
+    char cfg[800], run[800], cmd[4096], log[900], tag[64];
     snprintf(cfg, sizeof cfg, "%s/c.yaml", dir);
     snprintf(run, sizeof run, "%s/run", dir);
-    write_cfg(cfg, run, data, "topk", 400, "");
+    write_cfg(cfg, run, data, "topk", 96, 2000, "");
     snprintf(tag, sizeof tag, "fault%d_%d", hang, (int)getpid());
     snprintf(cmd, sizeof cmd, "env SFTEST_TAG=%s %s -np 2 %s train %s --set train.dist_timeout_s=10",
              tag, MPIRUN, tcli_bin(), cfg);
     snprintf(log, sizeof log, "%s/bg.log", dir);
     pid_t job = start_bg(cmd, log);
-    snprintf(ck, sizeof ck, "%s/checkpoints/step_40/DONE", run);
-    wait_path(ck, 240);
+    wait_ckpt(run, job, 240);
     pid_t r1 = find_rank(tag, 1);
     cr_assert(r1 > 0, "rank 1 of the job not found");
     kill(r1, hang ? SIGSTOP : SIGKILL);
