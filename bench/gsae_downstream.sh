@@ -7,7 +7,8 @@
 # ARCHS ("topk gsae"), GSAE_BETA (1; other values name the runs gsae_b<BETA>_k<K>), SEED (0; others
 # add _s<SEED>), PERMUTE_GRADIENTS (0; 1 trains on a copy of the shards whose gradient rows are
 # shuffled within each shard, a control that keeps the gate's scale but not its information;
-# adds _permg), INIT_SCALE (empty: the config default; set, it is `sae.init_scale` and adds _i<S>).
+# adds _permg), INIT_SCALE (empty: the config default; set, it is `sae.init_scale` and adds _i<S>),
+# AUX_ALPHA (empty: the config default; set, it is `sae.aux_alpha` and adds _a<A>).
 # Finished pieces (model, shards, runs, evals) are kept, so a rerun only does what is missing.
 set -eu
 OUT=${1:-build/gsae_lm}
@@ -21,6 +22,7 @@ BETA=${GSAE_BETA:-1}
 SEED=${SEED:-0}
 PERMG=${PERMUTE_GRADIENTS:-0}
 INIT=${INIT_SCALE:-}
+AUXA=${AUX_ALPHA:-}
 mkdir -p "$OUT"
 if [ ! -f "$OUT/model/config.json" ]; then
     PYTHONPATH=py/tests $PY -c "
@@ -55,6 +57,7 @@ name() {
     [ "$SEED" != 0 ] && n="${n}_s$SEED"
     [ "$PERMG" = 1 ] && n="${n}_permg"
     [ -n "$INIT" ] && n="${n}_i$INIT"
+    [ -n "$AUXA" ] && n="${n}_a$AUXA"
     echo "$n"
 }
 for k in $KS; do
@@ -73,6 +76,7 @@ sae:
   k: $k
   gsae_beta: $BETA
 ${INIT:+  init_scale: $INIT}
+${AUXA:+  aux_alpha: $AUXA}
   dead_tokens: 200_000
 train:
   batch_tokens: 1024

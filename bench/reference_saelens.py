@@ -4,7 +4,10 @@ Reads the same rows saeforge trains on (all *.h5 in --data, last --eval-tokens r
 trains with SAELens's training_forward_pass loss and torch Adam, then reports held-out FVU and
 the fraction of true features (truth.safetensors W_dec) matched at cosine >= 0.9, the same
 measures as `saeforge compare`. Not part of `make test`; needs a venv with sae-lens (see
-docs/rules.md). The optimizer loop is ours; the SAE, its selection and its loss are SAELens's.
+docs/rules.md). With --trainer ours (the default) the optimizer loop is this script's, on
+saeforge's lr schedule; with --trainer saelens it is SAELens's own SAETrainer with its defaults
+(constant lr, grad norm clipped at 1.0, dead after 1000 steps without firing). Either way the
+SAE, its selection and its loss are SAELens's.
 """
 import argparse
 import glob
@@ -44,6 +47,68 @@ def lr_at(step, steps, lr, warmup, decay_start):
     return lr * f
 
 
+class RowIterator:
+    """Batches of training rows, reshuffled each pass (the order both trainers see)."""
+
+    def __init__(self, rows, batch, seed):
+        import torch
+        self.rows, self.batch = rows, batch
+        self.g = torch.Generator().manual_seed(seed)
+        self.perm, self.pos = torch.randperm(len(rows), generator=self.g), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        import torch
+        if self.pos + self.batch > len(self.perm):
+            self.perm, self.pos = torch.randperm(len(self.rows), generator=self.g), 0
+        x = self.rows[self.perm[self.pos:self.pos + self.batch]]
+        self.pos += self.batch
+        return x
+
+
+def train_ours(sae, train, a):
+    """Torch Adam on saeforge's schedule; dead = --dead-tokens tokens without firing."""
+    import torch
+    from sae_lens.saes.sae import TrainStepInput
+    opt = torch.optim.Adam(sae.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
+    since = torch.zeros(a.n, dtype=torch.long)
+    steps = a.tokens // a.batch
+    it = RowIterator(train, a.batch, a.seed)
+    for step in range(steps):
+        x = next(it)
+        for grp in opt.param_groups:
+            grp["lr"] = lr_at(step, steps, a.lr, a.warmup, a.decay_start)
+        out = sae.training_forward_pass(TrainStepInput(
+            sae_in=x, coefficients={}, dead_neuron_mask=since >= a.dead_tokens,
+            n_training_steps=step, is_logging_step=False))
+        opt.zero_grad()
+        out.loss.backward()
+        if a.clip > 0:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), a.clip)
+        opt.step()
+        fired = (out.feature_acts > 0).any(0)
+        since = torch.where(fired, torch.zeros_like(since), since + a.batch)
+        if (step + 1) % 256 == 0:
+            print(f"step {step + 1}/{steps}  loss {out.loss.item():.4f}", file=sys.stderr, flush=True)
+    return float((since >= a.dead_tokens).float().mean())
+
+
+def train_saelens(sae, train, a):
+    """SAELens's SAETrainer as its toy-model trainer sets it up, at this script's lr."""
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+    cfg = SAETrainerConfig(
+        total_training_samples=a.tokens, train_batch_size_samples=a.batch, lr=a.lr, lr_end=a.lr,
+        lr_scheduler_name="constant", device="cpu", save_final_checkpoint=False,
+        logger=LoggingConfig(log_to_wandb=False))
+    tr = SAETrainer(cfg=cfg, sae=sae, data_provider=RowIterator(train, a.batch, a.seed),
+                    save_checkpoint_fn=lambda path: None)
+    tr.fit()
+    return float(tr.dead_neurons.float().mean())
+
+
 def matched(W, truth):
     W = W / np.linalg.norm(W, axis=1, keepdims=True).clip(1e-12)
     T = truth / np.linalg.norm(truth, axis=1, keepdims=True).clip(1e-12)
@@ -66,6 +131,9 @@ def main():
     ap.add_argument("--prefixes", default="", help="matryoshka widths, e.g. 64,256,1024 (default n/16,n/4,n)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--trainer", choices=["ours", "saelens"], default="ours",
+                    help="ours: this script's Adam loop on saeforge's schedule; saelens: SAETrainer")
+    ap.add_argument("--clip", type=float, default=0.0, help="--trainer ours: clip the grad norm (0 = off)")
     a = ap.parse_args()
 
     import torch
@@ -79,28 +147,8 @@ def main():
     train, ev = torch.from_numpy(rows[:-a.eval_tokens]), torch.from_numpy(rows[-a.eval_tokens:])
     prefixes = [int(p) for p in a.prefixes.split(",")] if a.prefixes else [a.n // 16, a.n // 4, a.n]
     sae = make_sae(a.arch, rows.shape[1], a.n, a.k, prefixes)
-    opt = torch.optim.Adam(sae.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-8)
-    since = torch.zeros(a.n, dtype=torch.long)
+    dead = train_ours(sae, train, a) if a.trainer == "ours" else train_saelens(sae, train, a)
     steps = a.tokens // a.batch
-    g = torch.Generator().manual_seed(a.seed)
-    perm, pos = torch.randperm(len(train), generator=g), 0
-    for step in range(steps):
-        if pos + a.batch > len(perm):
-            perm, pos = torch.randperm(len(train), generator=g), 0
-        x = train[perm[pos:pos + a.batch]]
-        pos += a.batch
-        for grp in opt.param_groups:
-            grp["lr"] = lr_at(step, steps, a.lr, a.warmup, a.decay_start)
-        out = sae.training_forward_pass(TrainStepInput(
-            sae_in=x, coefficients={}, dead_neuron_mask=since >= a.dead_tokens,
-            n_training_steps=step, is_logging_step=False))
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
-        fired = (out.feature_acts > 0).any(0)
-        since = torch.where(fired, torch.zeros_like(since), since + a.batch)
-        if (step + 1) % 256 == 0:
-            print(f"step {step + 1}/{steps}  loss {out.loss.item():.4f}", file=sys.stderr, flush=True)
     with torch.no_grad():
         sae.eval()
         # inference: SAELens's own encode (threshold for batchtopk/matryoshka once exported);
@@ -121,8 +169,7 @@ def main():
             thr = f"  threshold rule: FVU {tfvu:.4f}  L0 {float((zt > 0).float().sum(1).mean()):.2f}"
     truth = load_file(os.path.join(a.data, "truth.safetensors"))["W_dec"]
     l0 = float((z.feature_acts > 0).float().sum(1).mean())
-    dead = float((since >= a.dead_tokens).float().mean())
-    print(f"{a.arch} seed {a.seed}: eval FVU {fvu:.4f}  L0 {l0:.2f}  matched>=0.9 {100 * matched(W, truth):.1f}%"
+    print(f"{a.arch} seed {a.seed} trainer {a.trainer}: eval FVU {fvu:.4f}  L0 {l0:.2f}  matched>=0.9 {100 * matched(W, truth):.1f}%"
           f"  dead {100 * dead:.1f}%{thr}")
 
 
