@@ -162,7 +162,8 @@ static const key_def KEYS[] = {
     LEAF("sae.matryoshka_prefixes", K_PREFIXES, sae.prefixes, NULL, sae, y_sae, prefixes,
          "matryoshka: ascending prefix sizes, last = n; [] = default"),
     LEAF("sae.aux_k", K_INT, sae.aux_k, NULL, sae, y_sae, aux_k, "AuxK dead latents per token; 0 = d/2"),
-    LEAF("sae.aux_alpha", K_F32, sae.aux_alpha, NULL, sae, y_sae, aux_alpha, "AuxK loss weight; 0 = off"),
+    LEAF("sae.aux_alpha", K_F32, sae.aux_alpha, NULL, sae, y_sae, aux_alpha,
+         "AuxK loss weight; 0 = off, -1 = per arch (1/8 batchtopk, 1/32 others)"),
     LEAF("sae.dead_tokens", K_I64, sae.dead_tokens, NULL, sae, y_sae, dead_tokens,
          "a latent is dead after this many tokens without firing"),
     SEC("train", train),
@@ -1038,12 +1039,17 @@ static int validate_impl(const sf_config *c, int d, const origin *o, sf_err *err
         if (x < ilo[i].lo)
             return failk(err, o, k, "%" PRId64 " is out of range; use a value >= %" PRId64, x, ilo[i].lo);
     }
-    const char *nonneg_f[] = {"sae.gsae_beta", "sae.aux_alpha", "train.lr", "train.lr_min", "train.grad_clip"};
+    const char *nonneg_f[] = {"sae.gsae_beta", "train.lr", "train.lr_min", "train.grad_clip"};
     for (size_t i = 0; i < sizeof nonneg_f / sizeof nonneg_f[0]; i++) {
         int k = K(nonneg_f[i]);
         if (!(fget(c, k) >= 0))
             return failk(err, o, k, "%g is out of range; use a value >= 0", (double)fget(c, k));
     }
+    if (!(c->sae.aux_alpha >= 0 || c->sae.aux_alpha == SF_AUX_ALPHA_ARCH))
+        return failk(err, o, K("sae.aux_alpha"),
+                     "%g is out of range; use a value >= 0 (0 = off), or -1 for the arch's default (%g batchtopk, "
+                     "%g the others)",
+                     (double)c->sae.aux_alpha, (double)SF_AUX_ALPHA_BATCHTOPK, (double)SF_AUX_ALPHA_OTHER);
     if (!(c->sae.init_scale >= 0 && c->sae.init_scale <= 1))
         return failk(err, o, K("sae.init_scale"),
                      "%g is out of range; use a value in (0, 1], or 0 for the arch's default (%g batchtopk/matryoshka, "
@@ -1187,7 +1193,7 @@ void config_defaults(sf_config *c)
     c->sae.init_scale = 0;
     c->sae.n_prefixes = 0;
     c->sae.aux_k = 0;
-    c->sae.aux_alpha = 1.0f / 32.0f;
+    c->sae.aux_alpha = SF_AUX_ALPHA_ARCH;
     c->sae.dead_tokens = 10000000;
     c->train.batch_tokens = 4096;
     c->train.total_tokens = 0;
@@ -1246,6 +1252,7 @@ void config_resolve(sf_config *c, int d)
     int64_t n = c->sae.n_latents;
     if (c->sae.aux_k == 0)
         c->sae.aux_k = d / 2 > 0 ? d / 2 : 1;
+    c->sae.aux_alpha = config_aux_alpha_for(c->sae.arch, c->sae.aux_alpha);
     if (c->train.lr == 0 && n > 0)
         c->train.lr = config_default_lr(n);
     if (c->sae.arch == SAE_ARCH_MATRYOSHKA && c->sae.n_prefixes == 0 && n > 0) {
@@ -1269,6 +1276,13 @@ float config_init_scale_for(sae_arch arch, float scale)
         return scale;
     int batch = arch == SAE_ARCH_BATCHTOPK || arch == SAE_ARCH_MATRYOSHKA;
     return batch ? SF_INIT_SCALE_BATCH : SF_INIT_SCALE_ROW;
+}
+
+float config_aux_alpha_for(sae_arch arch, float alpha)
+{
+    if (alpha >= 0)
+        return alpha;
+    return arch == SAE_ARCH_BATCHTOPK ? SF_AUX_ALPHA_BATCHTOPK : SF_AUX_ALPHA_OTHER;
 }
 
 float config_init_scale(const sf_config *c)

@@ -13,6 +13,12 @@
  * (docs/rules.md, "Initial encoder scale"). */
 #define SF_INIT_SCALE_BATCH 0.01f
 #define SF_INIT_SCALE_ROW 1.0f
+/* AuxK weight when sae.aux_alpha is SF_AUX_ALPHA_ARCH (the default), per arch: batchtopk
+ * recovers about 10 points more of the true features at 1/8 than at 1/32, matryoshka loses 5 at
+ * 1/8, topk and gsae do not move (docs/rules.md, "AuxK weight"). */
+#define SF_AUX_ALPHA_ARCH (-1.0f)
+#define SF_AUX_ALPHA_BATCHTOPK 0.125f
+#define SF_AUX_ALPHA_OTHER 0.03125f
 
 typedef enum { SF_BACKEND_AUTO = 0, SF_BACKEND_CPU = 1, SF_BACKEND_CUDA = 2 } sf_backend_kind;
 typedef enum { SF_BAD_ROWS_ERROR = 0, SF_BAD_ROWS_SKIP = 1 } sf_bad_rows;
@@ -45,7 +51,7 @@ typedef struct sf_config {
         int n_prefixes;             /* matryoshka_prefixes; 0 = default (n/16, n/4, n) */
         int64_t prefixes[SAE_MAX_PREFIXES];
         int aux_k;                  /* 0 = default d/2 */
-        float aux_alpha;            /* default 1/32 */
+        float aux_alpha;            /* >= 0 (0 = off); -1 = per arch, the default (config.h) */
         int64_t dead_tokens;        /* default 10,000,000 */
     } sae;
 
@@ -109,5 +115,7 @@ const char *config_arch_name(sae_arch a);
 float config_init_scale(const sf_config *c);
 /* The same rule for callers without a config (benches): `scale` when > 0, else arch's default. */
 float config_init_scale_for(sae_arch arch, float scale);
+/* The AuxK weight `alpha` resolves to for arch: alpha when >= 0, else the arch's default. */
+float config_aux_alpha_for(sae_arch arch, float alpha);
 
 #endif

@@ -122,7 +122,20 @@ Test(config, defaults_match_spec)
     cr_assert_float_eq(config_init_scale_for(SAE_ARCH_BATCHTOPK, 0.5f), 0.5f, 0);
     cr_assert_eq(c.sae.n_prefixes, 0);
     cr_assert_eq(c.sae.aux_k, 0);
-    cr_assert_float_eq(c.sae.aux_alpha, 0.03125f, 0);
+    cr_assert_float_eq(c.sae.aux_alpha, -1.0f, 0); /* per arch, resolved by config_resolve */
+    cr_assert_float_eq(config_aux_alpha_for(SAE_ARCH_BATCHTOPK, -1), 0.125f, 0);
+    cr_assert_float_eq(config_aux_alpha_for(SAE_ARCH_MATRYOSHKA, -1), 0.03125f, 0);
+    cr_assert_float_eq(config_aux_alpha_for(SAE_ARCH_TOPK, -1), 0.03125f, 0);
+    cr_assert_float_eq(config_aux_alpha_for(SAE_ARCH_GSAE, -1), 0.03125f, 0);
+    cr_assert_float_eq(config_aux_alpha_for(SAE_ARCH_BATCHTOPK, 0), 0.0f, 0); /* 0 stays off */
+    cr_assert_float_eq(config_aux_alpha_for(SAE_ARCH_BATCHTOPK, 0.5f), 0.5f, 0);
+    sf_config cr = c;
+    cr.sae.arch = SAE_ARCH_BATCHTOPK;
+    config_resolve(&cr, 64);
+    cr_assert_float_eq(cr.sae.aux_alpha, 0.125f, 0);
+    cr = c;
+    config_resolve(&cr, 64);
+    cr_assert_float_eq(cr.sae.aux_alpha, 0.03125f, 0);
     cr_assert_eq(c.sae.dead_tokens, 10000000);
     cr_assert_eq(c.train.batch_tokens, 4096);
     cr_assert_eq(c.train.total_tokens, 0);
@@ -402,7 +415,7 @@ Test(config, out_of_range_names_line)
     expect_err(MINIMAL "  batch_tokens: 0\n", NULL, 0, 6, "train.batch_tokens");
     expect_err(MINIMAL "checkpoint:\n  keep: 0\n", NULL, 0, 7, "checkpoint.keep");
     expect_err(MINIMAL "sae:\n  gsae_beta: -0.5\n", NULL, 0, 7, "sae.gsae_beta");
-    expect_err(MINIMAL "sae:\n  aux_alpha: -1\n", NULL, 0, 7, "sae.aux_alpha");
+    expect_err(MINIMAL "sae:\n  aux_alpha: -0.5\n", NULL, 0, 7, "sae.aux_alpha");
     expect_err(MINIMAL "sae:\n  init_scale: -0.5\n", NULL, 0, 7, "sae.init_scale");
     expect_err(MINIMAL "sae:\n  init_scale: 1.5\n", NULL, 0, 7, "sae.init_scale");
     expect_err(MINIMAL "log:\n  every_steps: 0\n", NULL, 0, 7, "log.every_steps");

@@ -113,7 +113,7 @@ Test(recovery, batchtopk_matches_reference_on_quickstart_data, .timeout = 600)
     snprintf(cfg, sizeof cfg, "%s/bt.yaml", dir);
     cr_assert_eq(tcli_run(out, sizeof out, "%s synth --out %s --d 64 --features 512 --tokens 262144 --k 8 "
                           "--dtype f16 --seed 1", tcli_bin(), data), 0, "%s", out);
-    /* configs/quickstart.yaml with arch batchtopk and the default init_scale */
+    /* configs/quickstart.yaml with arch batchtopk and the default init_scale and aux_alpha */
     snprintf(text, sizeof text,
              "seed: 0\nout_dir: %s\nbackend: cpu\ndata:\n  path: %s\n  eval_tokens: 8192\n"
              "sae:\n  arch: batchtopk\n  n_latents: 1024\n  k: 8\n  dead_tokens: 100_000\n"
@@ -125,10 +125,11 @@ Test(recovery, batchtopk_matches_reference_on_quickstart_data, .timeout = 600)
     cr_assert_eq(tcli_run(out, sizeof out, "%s train %s", tcli_bin(), cfg), 0, "%s", out);
     double matched = matched_truth(run, data), fvu = final_eval(run, "fvu"), l0 = final_eval(run, "l0");
     cr_log_info("batchtopk: matched %.3f, eval FVU %.4f, eval L0 %.2f", matched, fvu, l0);
-    /* measured 0.672 / 0.2424 (SAELens 6.54: 0.68-0.70 / 0.24); the old unit-scale init gave
-     * 0.398 / 0.277, so these bounds catch a regression of the init with room for noise */
-    cr_assert(matched >= 0.60, "batchtopk recovered %.3f of the true features (want >= 0.60)", matched);
-    cr_assert(fvu <= 0.255, "batchtopk eval FVU %.4f (want <= 0.255)", fvu);
+    /* measured 0.754 / 0.2358 (SAELens 6.54 on these rows: 0.58 / 0.255; the issue's SAELens
+     * figures 0.68-0.70 / 0.24); AuxK weight 1/32 gave 0.672 / 0.2424 and the old unit-scale
+     * init 0.398 / 0.277, so these bounds catch a regression of either default */
+    cr_assert(matched >= 0.70, "batchtopk recovered %.3f of the true features (want >= 0.70)", matched);
+    cr_assert(fvu <= 0.240, "batchtopk eval FVU %.4f (want <= 0.240)", fvu);
     /* eval uses the exported rule (a > theta): sparsity near the training k */
     cr_assert(l0 >= 6.0 && l0 <= 10.0, "inference L0 %.2f with the threshold, k = 8", l0);
     /* the same rule from the exported files alone, as SAELens's JumpReLU would run it */
