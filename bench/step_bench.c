@@ -621,13 +621,16 @@ int main(int argc, char **argv)
     int steps_timed = m;
 
     /* Pipelined: the same number of steps back to back as the trainer runs them (submit t, then
-     * collect t-1 while t computes; the next batch staged meanwhile): wall time per step. The
-     * dead latents are not pinned again here (that reads the state, which waits for the device). */
+     * collect t-1 while t computes; the next batch staged meanwhile): wall time per step. With
+     * submit_step the dead latents are not pinned again here (that reads the state, which waits
+     * for the device), so --dead figures of this loop are for latents free to revive; a backend
+     * without it runs the timed loop above again, dead latents pinned. */
     double t_pipe = bench_now();
     for (int i = 0; i < steps_timed; i++, step++) {
         const float *bx, *bg;
         feed(be, xs, gs, Bd, step % pool, &bx, &bg);
         if (!be->submit_step) {
+            keep_dead(be, &st, n, hp.dead_tokens, o.dead_frac);
             be->train_step(be, bx, bg, B, o.k, o.lr, step, &mt);
             continue;
         }
