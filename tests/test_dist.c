@@ -18,8 +18,6 @@
 
 static char out[65536];
 
-
-
 /* mpirun as root needs both variables; --bind-to none: ranks share the test machine's cores.
  * Under test-asan the ranks keep ASan's memory checks but not LeakSanitizer: OpenMPI leaves its
  * plugins' allocations behind at MPI_Finalize (dlclosed, so no suppression can name them). */
@@ -45,18 +43,18 @@ static const char *make_data(const char *dir)
  * 1/4 the 40-step runs agree to 1e-7, at 1/8 one choice flips before step 40 (0.2%), so the
  * runs pin the weight that has no near tie here. */
 static void write_cfg(const char *path, const char *run, const char *data, const char *arch,
-                      int n, int steps, const char *extra)
+                      int steps, const char *extra)
 {
     char text[4096];
     snprintf(text, sizeof text,
              "seed: 3\nout_dir: %s\nbackend: cpu\n"
              "data:\n  path: %s\n  shuffle_buffer: 1000\n  eval_tokens: 1000\n"
-             "sae:\n  arch: %s\n  n_latents: %d\n  k: 4\n  dead_tokens: 768\n  aux_k: 8\n  aux_alpha: 0.03125\n%s"
+             "sae:\n  arch: %s\n  n_latents: 96\n  k: 4\n  dead_tokens: 768\n  aux_k: 8\n  aux_alpha: 0.03125\n%s"
              "train:\n  batch_tokens: 384\n  total_tokens: %d\n  lr: 0.003\n  threads: 1\n"
              "  warmup_steps: 10\n  schedule: linear\n"
              "checkpoint:\n  every_steps: 40\n  keep: 2\n"
              "log:\n  every_steps: 10\n  progress: off\n%s",
-             run, data, arch, n,
+             run, data, arch,
              !strcmp(arch, "matryoshka") ? "  matryoshka_prefixes: [24, 48, 96]\n" : "",
              384 * steps, extra);
     tcli_write(path, text);
@@ -129,7 +127,7 @@ Test(dist, two_ranks_equal_one_rank_for_every_arch, .timeout = 600)
         snprintf(cfg, sizeof cfg, "%s/%s.yaml", dir, archs[a]);
         snprintf(one, sizeof one, "%s/%s_1", dir, archs[a]);
         snprintf(two, sizeof two, "%s/%s_2", dir, archs[a]);
-        write_cfg(cfg, one, data, archs[a], 96, 200, "");
+        write_cfg(cfg, one, data, archs[a], 200, "");
         cr_assert_eq(tcli_run(out, sizeof out, "%s train %s", tcli_bin(), cfg), 0, "%s", out);
         cr_assert_eq(tcli_run(out, sizeof out, "%s -np 2 %s train %s --set out_dir=%s", MPIRUN,
                               tcli_bin(), cfg, two), 0, "%s", out);
@@ -154,7 +152,7 @@ Test(dist, f16_upload_on_two_cuda_ranks_matches_float_upload, .timeout = 300)
     cr_assert_eq(tcli_run(out, sizeof out, "%s synth --out %s --d 16 --features 64 --tokens 8192 "
                           "--k 3 --seed 5 --gradients --dtype f16", tcli_bin(), data), 0, "%s", out);
     snprintf(cfg, sizeof cfg, "%s/gsae.yaml", dir);
-    write_cfg(cfg, "unused", data, "gsae", 96, 12, "");
+    write_cfg(cfg, "unused", data, "gsae", 12, "");
     const char *note = "float16 shards: batches go to the backend in float16";
     for (int i = 0; i < 2; i++) {
         snprintf(run[i], sizeof run[i], "%s/%s", dir, i ? "f32" : "f16");
@@ -181,7 +179,7 @@ Test(dist, a_sweep_on_two_ranks_equals_one_rank, .timeout = 300)
     snprintf(cfg, sizeof cfg, "%s/sw.yaml", dir);
     snprintf(one, sizeof one, "%s/sw1", dir);
     snprintf(two, sizeof two, "%s/sw2", dir);
-    write_cfg(cfg, one, data, "batchtopk", 96, 120, "sweep:\n  sae.k: [3, 6]\n");
+    write_cfg(cfg, one, data, "batchtopk", 120, "sweep:\n  sae.k: [3, 6]\n");
     cr_assert_eq(tcli_run(out, sizeof out, "%s train %s", tcli_bin(), cfg), 0, "%s", out);
     cr_assert_eq(tcli_run(out, sizeof out, "%s -np 2 %s train %s --set out_dir=%s", MPIRUN,
                           tcli_bin(), cfg, two), 0, "%s", out);
@@ -203,7 +201,7 @@ Test(dist, bad_global_batch_is_refused_once, .timeout = 120)
     char cfg[800], run[800];
     snprintf(cfg, sizeof cfg, "%s/c.yaml", dir);
     snprintf(run, sizeof run, "%s/run", dir);
-    write_cfg(cfg, run, data, "topk", 96, 20, "");
+    write_cfg(cfg, run, data, "topk", 20, "");
     int rc = tcli_run(out, sizeof out, "%s -np 3 %s train %s --set train.batch_tokens=256", MPIRUN,
                       tcli_bin(), cfg);
     cr_assert_neq(rc, 0, "%s", out);
@@ -281,7 +279,8 @@ static int wait_for(pid_t pid, double secs)
 
 /* Waits up to `secs` for the first complete checkpoint of run while job still runs, polling
  * every 5 ms: a 400-step job here lasts about half a second, and with keep: 2 an early step's
- * directory is pruned within milliseconds, so any step will do. */
+ * directory is pruned within milliseconds, so any step will do. Not ckpt_find_latest: it
+ * removes step dirs without DONE, i.e. the save the live job is writing. */
 static void wait_ckpt(const char *run, pid_t job, double secs)
 {
     char dir[900], done[1200];
@@ -316,7 +315,7 @@ Test(dist, kill9_then_resume_on_two_and_on_one_rank, .timeout = 600)
     snprintf(run, sizeof run, "%s/run", dir);
     snprintf(a, sizeof a, "%s/resume2", dir);
     snprintf(b, sizeof b, "%s/resume1", dir);
-    write_cfg(cfg, ref, data, "batchtopk", 96, 400, "");
+    write_cfg(cfg, ref, data, "batchtopk", 400, "");
     cr_assert_eq(tcli_run(out, sizeof out, "%s train %s", tcli_bin(), cfg), 0, "%s", out);
     snprintf(cmd, sizeof cmd, "%s -np 2 %s train %s --set out_dir=%s", MPIRUN, tcli_bin(), cfg, run);
     snprintf(log, sizeof log, "%s/bg.log", dir);
@@ -345,7 +344,7 @@ static void fault_case(int hang)
     char cfg[800], run[800], cmd[4096], log[900], tag[64];
     snprintf(cfg, sizeof cfg, "%s/c.yaml", dir);
     snprintf(run, sizeof run, "%s/run", dir);
-    write_cfg(cfg, run, data, "topk", 96, 2000, "");
+    write_cfg(cfg, run, data, "topk", 2000, "");
     snprintf(tag, sizeof tag, "fault%d_%d", hang, (int)getpid());
     snprintf(cmd, sizeof cmd, "env SFTEST_TAG=%s %s -np 2 %s train %s --set train.dist_timeout_s=10",
              tag, MPIRUN, tcli_bin(), cfg);
