@@ -135,6 +135,8 @@ def main():
                     help="ours: this script's Adam loop on saeforge's schedule; saelens: SAETrainer")
     ap.add_argument("--clip", type=float, default=0.0, help="--trainer ours: clip the grad norm (0 = off)")
     a = ap.parse_args()
+    if a.trainer == "saelens" and a.clip:
+        ap.error("--clip is for --trainer ours; SAELens's SAETrainer always clips at 1.0")
 
     import torch
     from safetensors.numpy import load_file
